@@ -1,0 +1,164 @@
+"""The ONE preprocessing path, shared by training, evaluation, the CLI and the app.
+
+bytes --decode_image--> 2-D uint8 grayscale --preprocess_gray--> float32 (S, S, 3) in [0, 1]
+
+The training images were made by squashing each radiograph to 224×224 (aspect
+ratio not kept), so inference squashes the same way. CLAHE evens out exposure
+between machines; a light blur removes JPEG/scanner grain that CLAHE would
+amplify. The parameters live in :class:`PreprocessConfig`, which is stored in
+every model's metadata so an artifact always carries the preprocessing it was
+trained with.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Above this many pixels we refuse to decode (a 100 MP scan still fits).
+MAX_PIXELS = 120_000_000
+MIN_SIDE = 32
+MAX_ASPECT_RATIO = 4.0
+MAX_FILE_BYTES = 200 * 1024 * 1024
+
+DICOM_MAGIC_OFFSET = 128
+
+
+class ImageInputError(ValueError):
+    """An input that cannot be turned into a model input; ``str(err)`` is for humans."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    input_size: int = 224
+    clahe_clip_limit: float = 2.0
+    clahe_tile_grid: int = 8
+    blur_kernel: int = 3  # odd; 0 or 1 disables the blur
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessConfig:
+        return cls(**data)
+
+
+def preprocess_gray(gray: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """2-D uint8 grayscale of any size -> float32 (S, S, 3) in [0, 1], three identical channels.
+
+    Squash-resize to S×S (INTER_AREA when shrinking), CLAHE, Gaussian blur, /255.
+    Deterministic: the same pixels always give the same array.
+    """
+    if not isinstance(gray, np.ndarray) or gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ImageInputError("internal: preprocess_gray needs a 2-D uint8 array")
+    size = config.input_size
+    if gray.shape != (size, size):
+        shrinking = gray.shape[0] > size or gray.shape[1] > size
+        gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    clahe = cv2.createCLAHE(clipLimit=config.clahe_clip_limit, tileGridSize=(config.clahe_tile_grid,) * 2)
+    out = clahe.apply(gray)
+    if config.blur_kernel and config.blur_kernel > 1:
+        out = cv2.GaussianBlur(out, (config.blur_kernel, config.blur_kernel), 0)
+    out = out.astype(np.float32) / 255.0
+    return np.repeat(out[:, :, None], 3, axis=2)
+
+
+def preprocess_bytes(data: bytes, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Encoded file bytes (JPEG, PNG, DICOM, ...) -> model input; see :func:`preprocess_gray`."""
+    return preprocess_gray(decode_image(data), config)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode an uploaded file to a 2-D uint8 grayscale array, in memory only.
+
+    Honours EXIF orientation, flattens alpha onto black, maps 16-bit and float
+    images to 8 bits by their own range, and reads DICOM through pydicom.
+    Raises :class:`ImageInputError` with a human message for anything else.
+    """
+    if not data:
+        raise ImageInputError("The file is empty.")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageInputError(f"The file is larger than {MAX_FILE_BYTES // 2**20} MB.")
+    if _looks_like_dicom(data):
+        from model.dicom import decode_dicom  # pydicom is only imported when needed
+
+        gray = decode_dicom(data)
+    else:
+        gray = _decode_with_pillow(data)
+    _check_geometry(gray.shape)
+    return gray
+
+
+def _looks_like_dicom(data: bytes) -> bool:
+    return data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            image = Image.open(io.BytesIO(data))
+            _check_pixel_count(image.size)
+            if image.format == "JPEG":  # decode big JPEGs at reduced scale: fast, bounded memory
+                image.draft("L", (2048, 2048))
+            image = ImageOps.exif_transpose(image)
+            return to_uint8_gray(image)
+    except ImageInputError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageInputError("This file is not an image format we can read (use JPEG, PNG or DICOM).") from None
+    except Image.DecompressionBombError:
+        raise ImageInputError("The image declares implausibly large dimensions; refusing to decode it.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageInputError(f"The image file is damaged or truncated and cannot be decoded ({type(exc).__name__}).") from None
+
+
+def _check_pixel_count(size) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ImageInputError(
+            f"The image is {width}×{height} pixels; images above {MAX_PIXELS // 1_000_000} megapixels are not accepted."
+        )
+
+
+def _check_geometry(shape) -> None:
+    height, width = shape
+    if min(height, width) < MIN_SIDE:
+        raise ImageInputError(f"The image is only {width}×{height} pixels; a chest X-ray needs at least {MIN_SIDE} px a side.")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ImageInputError(f"The image is {width}×{height} pixels: too elongated to be a chest radiograph.")
+
+
+def to_uint8_gray(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode -> 2-D uint8 grayscale."""
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)  # animated: use the first frame
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return rescale_to_uint8(np.asarray(image))
+    return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+
+
+def rescale_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Map a high-bit-depth or float 2-D array to uint8 by its own min/max."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        pixels = pixels[:, :, :3].mean(axis=2)
+    if pixels.ndim != 2:
+        raise ImageInputError(f"Expected a single 2-D image, got pixel data of shape {pixels.shape}.")
+    finite = np.isfinite(pixels)
+    if not finite.any():
+        raise ImageInputError("The image contains no valid pixel values (all NaN or infinite).")
+    low, high = pixels[finite].min(), pixels[finite].max()
+    if high <= low:
+        return np.zeros(pixels.shape, dtype=np.uint8)
+    scaled = np.where(finite, (pixels - low) / (high - low) * 255.0, 0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

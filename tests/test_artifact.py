@@ -1,0 +1,80 @@
+"""Artifact metadata: round trip, schema errors, checksum tamper detection, missing model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from model.artifact import (
+    SHIPPED_MODEL,
+    ArtifactError,
+    NoTrainedModelError,
+    load_model,
+    read_verified_metadata,
+    validate_metadata,
+)
+
+
+def _copy(tiny_model, tmp_path):
+    target = tmp_path / tiny_model.name
+    shutil.copy(tiny_model, target)
+    shutil.copy(tiny_model.with_suffix(".json"), target.with_suffix(".json"))
+    return target
+
+
+def test_round_trip_loads_verified_model(tiny_model):
+    model, meta = load_model(tiny_model)
+    assert meta["input_size"] == 64 and meta["backbone"] == "efficientnet_lite0"
+    assert model.get_layer(meta["cam_layer"]) is not None
+    assert meta["thresholds"]["default"] in meta["thresholds"]
+
+
+def test_tampered_model_is_refused(tiny_model, tmp_path):
+    path = _copy(tiny_model, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        read_verified_metadata(path)
+
+
+def test_metadata_for_another_file_is_refused(tiny_model, tmp_path):
+    path = _copy(tiny_model, tmp_path)
+    renamed = path.with_name("other.keras")
+    path.rename(renamed)
+    path.with_suffix(".json").rename(renamed.with_suffix(".json"))
+    with pytest.raises(ArtifactError, match="describes"):
+        read_verified_metadata(renamed)
+
+
+def test_missing_metadata_is_refused(tiny_model, tmp_path):
+    path = _copy(tiny_model, tmp_path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(ArtifactError, match="metadata not found"):
+        read_verified_metadata(path)
+
+
+def test_schema_errors_are_listed(tiny_model):
+    meta = json.loads(tiny_model.with_suffix(".json").read_text())
+    del meta["cam_layer"]
+    meta["schema_version"] = 99
+    meta["input_size"] = "224"
+    with pytest.raises(ArtifactError) as excinfo:
+        validate_metadata(meta)
+    for problem in ("missing field 'cam_layer'", "field 'input_size' should be int"):
+        assert problem in str(excinfo.value)
+    meta = json.loads(tiny_model.with_suffix(".json").read_text())
+    meta["thresholds"]["balanced"]["value"] = 1.5
+    with pytest.raises(ArtifactError, match="threshold 'balanced'"):
+        validate_metadata(meta)
+
+
+def test_missing_shipped_model_says_so(monkeypatch, tmp_path):
+    import model.artifact as artifact
+
+    monkeypatch.setattr(artifact, "SHIPPED_MODEL", tmp_path / "absent.keras")
+    with pytest.raises(NoTrainedModelError, match="No trained model is present"):
+        artifact.read_verified_metadata(artifact.SHIPPED_MODEL)
+    assert SHIPPED_MODEL.name.endswith(".keras")

@@ -1,0 +1,48 @@
+"""``python -m model predict``: JSON lines, per-file errors, exit codes, no silent untrained model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model.__main__ import main
+
+
+def _lines(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+
+
+def test_good_and_bad_files(tiny_model, sample_files, tmp_path, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    missing = tmp_path / "missing.jpeg"
+    files = [str(sample_files[0]), str(bad), str(missing), str(sample_files[-1])]
+    status = main(["predict", "--model", str(tiny_model), *files])
+    lines = _lines(capsys)
+    assert status == 1
+    assert [line["file"] for line in lines] == files
+    for line in (lines[0], lines[3]):
+        assert set(line) == {"file", "probability", "label", "threshold"}
+        assert 0.0 <= line["probability"] <= 1.0 and line["label"] in ("NORMAL", "PNEUMONIA")
+        assert line["label"] == ("PNEUMONIA" if line["probability"] >= line["threshold"] else "NORMAL")
+    assert "not an image format" in lines[1]["error"]
+    assert "cannot read the file" in lines[2]["error"]
+
+
+def test_threshold_option_sets_the_label(tiny_model, sample_files, capsys):
+    assert main(["predict", "--model", str(tiny_model), "--threshold", "0.000001", str(sample_files[0])]) == 0
+    assert _lines(capsys)[0]["label"] == "PNEUMONIA"
+    assert main(["predict", "--model", str(tiny_model), "--threshold", "0.999999", str(sample_files[0])]) == 0
+    assert _lines(capsys)[0]["label"] == "NORMAL"
+
+
+@pytest.mark.parametrize("threshold", ["0", "1.5"])
+def test_invalid_threshold(tiny_model, sample_files, capsys, threshold):
+    assert main(["predict", "--model", str(tiny_model), "--threshold", threshold, str(sample_files[0])]) == 2
+    assert "threshold" in _lines(capsys)[0]["error"]
+
+
+def test_missing_model_is_reported_not_replaced(tmp_path, sample_files, capsys):
+    assert main(["predict", "--model", str(tmp_path / "none.keras"), str(sample_files[0])]) == 2
+    assert "not found" in _lines(capsys)[0]["error"]

@@ -1,0 +1,85 @@
+"""CAM methods: heatmap contract, agreement with tf-keras-vis, overlay helper."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from model.backbones import build_classifier
+from model.explain import CAM_METHODS, CamExplainer, overlay_heatmap
+from model.preprocessing import preprocess_bytes
+
+
+@pytest.fixture(scope="module")
+def lite0_model():
+    """ImageNet Lite0 with a head whose logit is the mean pooled feature: every channel counts positively."""
+    model = build_classifier("efficientnet_lite0", "imagenet")
+    dense = model.get_layer("logit")
+    dense.set_weights([np.full((1280, 1), 1.0 / 1280, np.float32), np.zeros(1, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def explainer(lite0_model):
+    return CamExplainer(lite0_model, "top_activation")
+
+
+@pytest.fixture(scope="module")
+def xray(sample_files):
+    return preprocess_bytes(sample_files[0].read_bytes())
+
+
+@pytest.mark.parametrize("method", sorted(CAM_METHODS))
+def test_heatmap_shape_range_and_not_constant(explainer, xray, method):
+    heatmap = explainer.explain(xray, method, output_size=(300, 250))
+    assert heatmap.shape == (300, 250) and heatmap.dtype == np.float32
+    assert heatmap.min() == 0.0 and heatmap.max() == pytest.approx(1.0)
+    assert heatmap.std() > 0.05
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_matches_tf_keras_vis(lite0_model, explainer, xray, method):
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+
+    reference_cls = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}[method]
+    logit_model = keras.Model(lite0_model.inputs, lite0_model.get_layer("logit").output)
+    reference = reference_cls(logit_model)(
+        lambda output: output[:, 0], xray[None], penultimate_layer="top_activation",
+        seek_penultimate_conv_layer=False, expand_cam=False, normalize_cam=False)
+    ours = explainer.raw_cam(xray, method)
+    np.testing.assert_allclose(ours, np.asarray(reference)[0], rtol=1e-3, atol=1e-5 * float(ours.max()))
+
+
+def test_normal_target_flips_the_gradient_sign(explainer, xray):
+    pneumonia = explainer.raw_cam(xray, "gradcam", target="PNEUMONIA")
+    normal = explainer.raw_cam(xray, "gradcam", target="NORMAL")
+    assert pneumonia.max() > 0 and normal.max() == 0  # this head only ever votes PNEUMONIA
+
+
+def test_model_is_not_modified(lite0_model, explainer, xray):
+    before = [w.copy() for w in lite0_model.get_weights()]
+    explainer.explain(xray, "scorecam")
+    assert all(np.array_equal(a, b) for a, b in zip(before, lite0_model.get_weights(), strict=False))
+    assert len(lite0_model.outputs) == 1
+
+
+def test_unknown_method_and_layer_are_explained(lite0_model, explainer, xray):
+    with pytest.raises(ValueError, match="gradcam"):
+        explainer.explain(xray, "magic")
+    with pytest.raises(ValueError, match="no layer named"):
+        CamExplainer(lite0_model, "not_a_layer")
+
+
+def test_overlay_contract():
+    gray = np.tile(np.arange(100, dtype=np.uint8), (80, 1))
+    heatmap = np.zeros((10, 10), np.float32)
+    heatmap[5:, 5:] = 1.0
+    out = overlay_heatmap(gray, heatmap, "jet", 0.5)
+    assert out.shape == (80, 100, 3) and out.dtype == np.uint8
+    assert np.array_equal(overlay_heatmap(gray, heatmap, opacity=0.0)[:, :, 0], gray)
+    with pytest.raises(ValueError, match="opacity"):
+        overlay_heatmap(gray, heatmap, opacity=2.0)
+    with pytest.raises(ValueError, match="heatmap"):
+        overlay_heatmap(gray, heatmap * 3)

@@ -1,0 +1,110 @@
+"""Training package: patient split, metrics against hand-checked values, tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import data as data_lib
+from training import metrics as m
+
+
+@pytest.mark.parametrize("name, patient", [
+    ("IM-0115-0001.jpeg", "IM-0115"),
+    ("NORMAL2-IM-0381-0002.jpeg", "NORMAL2-IM-0381"),
+    ("person1000_bacteria_2931.jpeg", "person1000"),
+    ("person23_virus_54.jpeg", "person23"),
+    ("odd-name.png", "odd-name"),
+])
+def test_patient_id(name, patient):
+    assert data_lib.patient_id(name) == patient
+
+
+def _examples(n_patients=300, seed=0):
+    rng = np.random.default_rng(seed)
+    examples = []
+    for p in range(n_patients):
+        label = int(rng.random() < 0.74)
+        for i in range(rng.integers(1, 4)):
+            name = f"person{p}_bacteria_{i}.jpeg" if label else f"IM-{p:04d}-{i:04d}.jpeg"
+            examples.append(data_lib.Example(Path(name), label, data_lib.patient_id(name)))
+    return examples
+
+
+def test_split_keeps_patients_apart_and_is_stratified_and_seeded():
+    examples = _examples()
+    train, val = data_lib.patient_split(examples, 0.15, seed=42)
+    assert {e.patient for e in train}.isdisjoint({e.patient for e in val})
+    assert len(train) + len(val) == len(examples)
+    assert 0.10 < len(val) / len(examples) < 0.20
+    overall = np.mean([e.label for e in examples])
+    assert abs(np.mean([e.label for e in val]) - overall) < 0.06
+    again, _ = data_lib.patient_split(examples, 0.15, seed=42)
+    assert [e.path for e in again] == [e.path for e in train]
+
+
+def test_classification_metrics_hand_checked():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    probs = np.array([0.1, 0.6, 0.3, 0.8, 0.4, 0.9, 0.7, 0.55])
+    # threshold 0.5: TN=2 (0.1, 0.3), FP=1 (0.6), FN=1 (0.4), TP=4
+    result = m.classification_metrics(labels, probs, 0.5)
+    assert result["confusion_matrix"] == {"tn": 2, "fp": 1, "fn": 1, "tp": 4}
+    assert result["accuracy"] == pytest.approx(6 / 8)
+    assert result["sensitivity"] == pytest.approx(4 / 5)
+    assert result["specificity"] == pytest.approx(2 / 3)
+    assert result["precision"] == pytest.approx(4 / 5)
+    assert result["f1"] == pytest.approx(0.8)
+    # AUC: of 15 (pos, neg) pairs, positives 0.4 and 0.55 each lose to negative 0.6 -> 13/15
+    assert m.ranking_metrics(labels, probs)["roc_auc"] == pytest.approx(13 / 15)
+
+
+def test_ece_hand_checked():
+    labels = np.array([1, 0, 1, 1])
+    probs = np.array([0.95, 0.95, 0.05, 0.05])
+    # two bins, each: predicted 0.95 vs observed 0.5 and 0.05 vs 1.0 -> 0.5*0.45 + 0.5*0.95
+    assert m.expected_calibration_error(labels, probs) == pytest.approx(0.7)
+
+
+def test_thresholds_on_separable_validation_sit_in_the_gap():
+    labels = np.array([0] * 50 + [1] * 50)
+    probs = np.concatenate([np.linspace(0.01, 0.2, 50), np.linspace(0.8, 0.99, 50)])
+    balanced = m.balanced_threshold(labels, probs)
+    assert 0.2 < balanced["value"] < 0.8 and balanced["value"] == pytest.approx(0.5, abs=0.02)
+    assert balanced["sensitivity"] == 1.0 and balanced["specificity"] == 1.0
+    screening = m.screening_threshold(labels, probs, 0.97)
+    assert screening["sensitivity"] >= 0.97
+    assert screening["value"] == pytest.approx(probs[50 + 1])  # one miss allowed of 50
+
+
+def test_temperature_recovers_a_known_scale():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 4000)
+    labels = (rng.random(4000) < 1 / (1 + np.exp(-true_logits))).astype(int)
+    assert m.fit_temperature(true_logits * 3.0, labels) == pytest.approx(3.0, rel=0.15)
+
+
+def test_operating_points_are_monotone():
+    labels = np.array([0, 0, 1, 1, 1])
+    points = m.operating_points(labels, np.array([0.1, 0.4, 0.35, 0.8, 0.9]))
+    sens = [p["sensitivity"] for p in points]
+    assert len(points) == 99 and sens == sorted(sens, reverse=True)
+
+
+def test_tiny_end_to_end_train_and_evaluate(tiny_model, tiny_dataset, tmp_path):
+    from model.artifact import read_verified_metadata
+    from training.evaluate import evaluate
+
+    meta = read_verified_metadata(tiny_model)
+    train_patients = meta["dataset"]["train"]["patients"]
+    assert train_patients > 0 and meta["dataset"]["validation"]["images"] > 0
+    assert len(meta["operating_points"]) == 99
+    out = tmp_path / "eval" / "test.json"
+    report = evaluate(str(tiny_model), str(tiny_dataset), str(out), plots=True, record=False)
+    assert json.loads(out.read_text())["ranking"]["roc_auc"] == report["ranking"]["roc_auc"]
+    assert report["dataset"]["images"] == 32
+    for name in ("test_roc.png", "test_pr.png", "test_confusion.png", "test_reliability.png",
+                 "training_history.png", "test_gradcam_samples.png"):
+        assert (out.parent / name).stat().st_size > 1000

@@ -1,0 +1,1 @@
+"""Offline training and evaluation for the pneumonia classifier (``python -m training``)."""

@@ -1,0 +1,60 @@
+"""``python -m training train|evaluate``: see ``--help`` of each command."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+
+def _train_parser(sub):
+    from training.train import TrainConfig
+
+    p = sub.add_parser("train", help="fine-tune a backbone and write the model artifact")
+    p.add_argument("--data", required=True, help="dataset folder with train/{NORMAL,PNEUMONIA}")
+    p.add_argument("--out", required=True, help="output folder for the .keras model and its metadata")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "out", "preprocessing"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool" or isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default, help=f"default: {f.default}")
+
+
+def _evaluate_parser(sub):
+    p = sub.add_parser("evaluate", help="metrics and plots of a model on a folder (e.g. the official test split)")
+    p.add_argument("--model", required=True, help="path of the .keras model (its .json must sit beside it)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", default="test", help="sub-folder to evaluate (default: test)")
+    p.add_argument("--out", required=True, help="path of the evaluation JSON; plots go beside it")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--record", action="store_true",
+                   help="also copy the headline metrics into the model's metadata (metrics.<split>)")
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    args = vars(parser.parse_args(argv))
+    command = args.pop("command")
+    if command == "train":
+        from training.train import TrainConfig, train
+
+        train(TrainConfig(**args))
+    else:
+        from training.evaluate import evaluate
+
+        evaluate(**args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Evaluate a model artifact on a folder split: metrics with bootstrap intervals, and plots.
+
+Thresholds come from the artifact (chosen on validation); nothing here is tuned
+on the data being evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from model.artifact import history_path, metadata_path, read_verified_metadata
+from model.predictor import Predictor
+from training import data as data_lib
+from training import metrics as metrics_lib
+
+log = logging.getLogger(__name__)
+
+
+def predict_split(predictor: Predictor, examples):
+    """(labels, calibrated probabilities, examples kept) for every readable image of ``examples``."""
+    images, labels, kept = data_lib.load_images(examples, predictor.preprocess_config)
+    return labels, predictor.probabilities(np.repeat(images, 3, axis=-1)), kept
+
+
+def evaluation_report(labels, probabilities, metadata) -> dict:
+    """Metrics at each of the artifact's thresholds, ranking metrics and 95 % bootstrap intervals."""
+    thresholds = metadata["thresholds"]
+    default = thresholds["default"]
+    report = {
+        "ranking": metrics_lib.ranking_metrics(labels, probabilities),
+        "thresholds": {name: metrics_lib.classification_metrics(labels, probabilities, entry["value"])
+                       for name, entry in thresholds.items() if name != "default"},
+        "default_threshold": default,
+    }
+    report["bootstrap"] = metrics_lib.bootstrap_ci(labels, probabilities, thresholds[default]["value"])
+    return report
+
+
+def evaluate(model: str, data: str, out: str, split: str = "test", plots: bool = True, record: bool = False) -> dict:
+    predictor = Predictor.load(model)
+    examples = data_lib.list_split(data, split)
+    labels, probabilities, examples = predict_split(predictor, examples)
+    report = {
+        "model": Path(model).name,
+        "model_sha256": predictor.metadata["sha256"],
+        "split": split,
+        "evaluated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": data_lib.fingerprint(examples),
+        **evaluation_report(labels, probabilities, predictor.metadata),
+    }
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("%s: %s", split, json.dumps({"ranking": report["ranking"], "default": report["thresholds"][report["default_threshold"]]}))
+    if plots:
+        from training import plots as plots_lib
+
+        plots_lib.write_all(out_path.parent, labels, probabilities, predictor, examples, report,
+                            history_path(model))
+    if record:
+        _record(model, split, report)
+    return report
+
+
+def _record(model_path, split, report):
+    """Copy headline metrics into the metadata; the .keras file (and so its checksum) is untouched."""
+    meta = read_verified_metadata(model_path)
+    default = report["default_threshold"]
+    meta["metrics"][split] = {**report["ranking"], **report["bootstrap"],
+                              **{k: v for k, v in report["thresholds"][default].items()},
+                              "at_threshold": default,
+                              "screening": report["thresholds"].get("screening")}
+    path = metadata_path(model_path)
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    log.info("recorded %s metrics in %s", split, path)

@@ -1,0 +1,54 @@
+"""tf.data input pipeline and radiograph-appropriate augmentation.
+
+Images arrive already preprocessed by the shared ``model.preprocessing`` path
+(one channel kept in memory). Augmentation is geometric (small rotation,
+shift, zoom: patient positioning) and photometric (contrast, brightness, gamma,
+blur/sharpen, noise: differences between machines and exposures, the shift the
+official test set shows). No horizontal flip: the heart sits on the left, and
+a mirrored chest is not a realistic input.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def build_augmenter(seed: int) -> keras.Sequential:
+    return keras.Sequential([
+        keras.layers.RandomRotation(0.03, fill_mode="constant", seed=seed),  # about ±11°
+        keras.layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom((-0.12, 0.12), fill_mode="constant", seed=seed + 2),
+        keras.layers.RandomContrast(0.3, seed=seed + 3),
+        keras.layers.RandomBrightness(0.15, value_range=(0.0, 1.0), seed=seed + 4),
+    ], name="augment")
+
+
+def _photometric(images, seed, batch_index):
+    """Per-image gamma, blur-or-sharpen and Gaussian noise, on a batch in [0, 1]."""
+    batch = tf.shape(images)[0]
+    s = tf.stack([tf.constant(seed, tf.int64), 4 * tf.cast(batch_index, tf.int64)])
+    gamma = tf.exp(tf.random.stateless_uniform([batch, 1, 1, 1], s, -0.35, 0.35))
+    images = tf.clip_by_value(images, 0.0, 1.0) ** gamma
+    blurred = tf.nn.avg_pool2d(images, 3, 1, "SAME")
+    amount = tf.random.stateless_uniform([batch, 1, 1, 1], s + 1, -1.0, 1.0)  # <0 blur, >0 sharpen
+    images = images + amount * (images - blurred)
+    sigma = tf.random.stateless_uniform([batch, 1, 1, 1], s + 2, 0.0, 0.03)
+    images = images + sigma * tf.random.stateless_normal(tf.shape(images), s + 3)
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42):
+    """Batched (N, S, S, 3) float32 pipeline; shuffled and augmented when ``training``."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)))
+    if training:
+        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if training:
+        augmenter = build_augmenter(seed)
+        dataset = dataset.enumerate().map(
+            lambda i, xy: (_photometric(augmenter(xy[0], training=True), seed, i), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda x, y: (tf.repeat(x, 3, axis=-1), y[:, None]), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

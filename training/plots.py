@@ -1,0 +1,127 @@
+"""Evaluation figures as PNGs: ROC, PR, confusion matrix, reliability, history, Grad-CAM grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+from model.artifact import CLASS_NAMES  # noqa: E402
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def roc_curve(path, labels, probabilities, report):
+    fpr, tpr, _ = skm.roc_curve(labels, probabilities)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ci = report["bootstrap"]["roc_auc_95ci"]
+    ax.plot(fpr, tpr, label=f"AUC {report['ranking']['roc_auc']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f})")
+    for name, m in report["thresholds"].items():
+        ax.plot(1 - m["specificity"], m["sensitivity"], "o", label=f"{name} threshold {m['threshold']:.2f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+    ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def pr_curve(path, labels, probabilities, report):
+    precision, recall, _ = skm.precision_recall_curve(labels, probabilities)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(recall, precision, label=f"AP {report['ranking']['pr_auc']:.3f}")
+    ax.axhline(np.mean(labels), ls="--", color="grey", lw=0.8, label="prevalence")
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision–recall")
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, path)
+
+
+def confusion(path, report):
+    m = report["thresholds"][report["default_threshold"]]
+    cm = m["confusion_matrix"]
+    grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(grid, cmap="Blues")
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > grid.max() / 2 else "black", fontsize=14)
+    ax.set_xticks([0, 1], [f"pred {c}" for c in CLASS_NAMES])
+    ax.set_yticks([0, 1], [f"true {c}" for c in CLASS_NAMES])
+    ax.set_title(f"{report['default_threshold']} threshold {m['threshold']:.2f}")
+    _save(fig, path)
+
+
+def reliability(path, labels, probabilities, report, bins=10):
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
+    centres, observed, counts = [], [], []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            centres.append(probabilities[mask].mean())
+            observed.append(np.mean(labels[mask]))
+            counts.append(mask.sum())
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+    ax.plot(centres, observed, "o-", label=f"ECE {report['ranking']['ece']:.3f}")
+    for x, y, n in zip(centres, observed, counts, strict=False):
+        ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
+    ax.set(xlabel="predicted P(pneumonia)", ylabel="observed fraction pneumonia", title="Reliability")
+    ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)
+
+
+def history(path, history_file):
+    hist = json.loads(Path(history_file).read_text())
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    offset = 0
+    for stage, h in hist.items():
+        epochs = np.arange(offset + 1, offset + 1 + len(h["loss"]))
+        axes[0].plot(epochs, h["loss"], "-", label=f"{stage} train")
+        axes[0].plot(epochs, h["val_loss"], "--", label=f"{stage} validation")
+        axes[1].plot(epochs, h["auc"], "-", label=f"{stage} train")
+        axes[1].plot(epochs, h["val_auc"], "--", label=f"{stage} validation")
+        offset += len(h["loss"])
+    axes[0].set(xlabel="epoch", ylabel="loss")
+    axes[1].set(xlabel="epoch", ylabel="ROC AUC")
+    axes[1].legend(fontsize=7)
+    _save(fig, path)
+
+
+def gradcam_grid(path, predictor, examples, probabilities, labels, per_class=4, seed=0):
+    """Sample predictions with Grad-CAM overlays: ``per_class`` random images of each true class."""
+    from model.explain import CamExplainer, overlay_heatmap
+
+    explainer = CamExplainer.for_metadata(predictor.model, predictor.metadata)
+    rng = np.random.default_rng(seed)
+    picks = [i for c in (0, 1) for i in rng.choice(np.flatnonzero(labels == c), per_class, replace=False)]
+    fig, axes = plt.subplots(2, per_class, figsize=(2.6 * per_class, 5.6))
+    threshold = predictor.default_threshold
+    for ax, i in zip(axes.ravel(), picks, strict=False):
+        image = predictor.preprocess(examples[i].path.read_bytes())
+        heatmap = explainer.explain(image, "gradcam")
+        ax.imshow(overlay_heatmap(image[:, :, 0], heatmap, opacity=0.35))
+        predicted = CLASS_NAMES[int(probabilities[i] >= threshold)]
+        ax.set_title(f"true {CLASS_NAMES[labels[i]]}\np={probabilities[i]:.2f} → {predicted}", fontsize=8,
+                     color="black" if predicted == CLASS_NAMES[labels[i]] else "red")
+        ax.axis("off")
+    _save(fig, path)
+
+
+def write_all(folder, labels, probabilities, predictor, examples, report, history_file):
+    folder = Path(folder)
+    split = report["split"]
+    roc_curve(folder / f"{split}_roc.png", labels, probabilities, report)
+    pr_curve(folder / f"{split}_pr.png", labels, probabilities, report)
+    confusion(folder / f"{split}_confusion.png", report)
+    reliability(folder / f"{split}_reliability.png", labels, probabilities, report)
+    if Path(history_file).exists():
+        history(folder / "training_history.png", history_file)
+    gradcam_grid(folder / f"{split}_gradcam_samples.png", predictor, examples, probabilities, labels)

@@ -1,0 +1,209 @@
+"""Two-stage transfer learning, read top to bottom.
+
+constants/config → data (patient-level split) → pipeline → build_model →
+stage 1 (head only, base frozen) → unfreeze top blocks (BatchNorm frozen,
+recompile, low LR) → stage 2 → calibrate and choose thresholds on validation →
+write the artifact (``.keras`` + metadata JSON). The official test split is
+never read here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from model.artifact import history_path, save_metadata
+from model.backbones import LOGIT_LAYER, build_classifier, get_backbone, set_trainable_blocks
+from model.predictor import calibrated_probability, compiled_logits
+from model.preprocessing import PreprocessConfig
+from training import data as data_lib
+from training import metrics as metrics_lib
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    backbone: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    seed: int = 42
+    val_fraction: float = 0.15
+    input_size: int = 224
+    batch_size: int = 32
+    stage1_epochs: int = 3
+    stage1_lr: float = 1e-3
+    stage2_epochs: int = 12
+    stage2_lr: float = 2e-4
+    unfreeze_blocks: str = "8"  # a number of top blocks, or "all"
+    dropout: float = 0.3
+    label_smoothing: float = 0.05
+    weight_decay: float = 1e-4
+    patience: int = 3
+    augment: bool = True
+    limit_per_class: int = 0  # >0: use only this many training images per class (smoke runs, tests)
+    preprocessing: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
+
+
+def select_strategy():
+    """MultiWorkerMirrored from TF_CONFIG, Mirrored on several GPUs, else the default (one device)."""
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _compile(model, learning_rate, config):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+
+
+def _callbacks(config, checkpoint_path):
+    import keras
+
+    return [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, config.patience - 2)),
+        keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True, save_weights_only=True),
+    ]
+
+
+def class_weights(labels: np.ndarray) -> dict:
+    """Inverse-frequency weights, so each class contributes equally to the loss (data is ~1:2.9)."""
+    counts = np.bincount(labels, minlength=2)
+    return {c: float(len(labels) / (2 * counts[c])) for c in range(2)}
+
+
+def _limit(examples, per_class, seed):
+    if per_class <= 0:
+        return examples
+    rng = np.random.default_rng(seed)
+    kept = []
+    for label in (0, 1):
+        group = [e for e in examples if e.label == label]
+        kept += [group[i] for i in sorted(rng.choice(len(group), min(per_class, len(group)), replace=False))]
+    return kept
+
+
+def train(config: TrainConfig) -> Path:
+    """Run the whole recipe; returns the path of the written ``.keras`` model."""
+    import keras
+
+    from training.pipeline import make_dataset
+
+    keras.utils.set_random_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / f"pneumonia_{config.backbone}.keras"
+    preprocess = PreprocessConfig.from_dict(dict(config.preprocessing, input_size=config.input_size))
+
+    # Data: patient-level split of train/ only.
+    examples = _limit(data_lib.list_split(config.data, "train"), config.limit_per_class, config.seed)
+    train_examples, val_examples = data_lib.patient_split(examples, config.val_fraction, config.seed)
+    log.info("split: %d train / %d validation images (patients: %d / %d)", len(train_examples), len(val_examples),
+             len({e.patient for e in train_examples}), len({e.patient for e in val_examples}))
+    x_train, y_train, _ = data_lib.load_images(train_examples, preprocess)
+    x_val, y_val, _ = data_lib.load_images(val_examples, preprocess)
+
+    strategy = select_strategy()
+    batch = config.batch_size * strategy.num_replicas_in_sync
+    train_ds = make_dataset(x_train, y_train, batch, training=config.augment, seed=config.seed)
+    val_ds = make_dataset(x_val, y_val, batch, training=False)
+    weights = class_weights(y_train)
+    checkpoint = out / "best.weights.h5"
+    history = {}
+
+    with strategy.scope():
+        model = build_classifier(config.backbone, config.weights, config.input_size, config.dropout)
+
+        # Stage 1: train the head on frozen ImageNet features.
+        set_trainable_blocks(model, config.backbone, 0)
+        _compile(model, config.stage1_lr, config)
+    start = time.time()
+    if config.stage1_epochs > 0:
+        h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage1_epochs, class_weight=weights,
+                      callbacks=_callbacks(config, checkpoint), verbose=2)
+        history["stage1"] = h.history
+
+    # Stage 2: unfreeze the top blocks (BatchNorm stays in inference mode), lower learning rate.
+    with strategy.scope():
+        set_trainable_blocks(model, config.backbone, config.unfreeze_blocks)
+        _compile(model, config.stage2_lr, config)
+    if config.stage2_epochs > 0:
+        h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage2_epochs, class_weight=weights,
+                      callbacks=_callbacks(config, checkpoint), verbose=2)
+        history["stage2"] = h.history
+    train_seconds = time.time() - start
+    history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
+
+    # Calibration and thresholds: validation only.
+    val_logits = _logits(model, config, x_val)
+    temperature = metrics_lib.fit_temperature(val_logits, y_val)
+    val_prob = calibrated_probability(val_logits, temperature)
+    thresholds = {
+        "default": "balanced",
+        "balanced": metrics_lib.balanced_threshold(y_val, val_prob),
+        "screening": metrics_lib.screening_threshold(y_val, val_prob),
+    }
+    validation = dict(metrics_lib.ranking_metrics(y_val, val_prob),
+                      **metrics_lib.classification_metrics(y_val, val_prob, thresholds["balanced"]["value"]))
+    log.info("validation: %s", json.dumps(validation))
+
+    _save_clean(model, config, model_path)
+    spec = get_backbone(config.backbone)
+    save_metadata(model_path, {
+        "model_name": f"pneumonia_{config.backbone}",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "backbone": config.backbone,
+        "input_size": config.input_size,
+        "preprocessing": preprocess.to_dict(),
+        "cam_layer": spec.cam_layer,
+        "logit_layer": LOGIT_LAYER,
+        "calibration": {"method": "temperature scaling on validation logits", "temperature": temperature},
+        "thresholds": thresholds,
+        "operating_points": metrics_lib.operating_points(y_val, val_prob),
+        "validation_prevalence": float(np.mean(y_val)),
+        "metrics": {"validation": validation},
+        "training": dict(asdict(config), train_seconds=round(train_seconds, 1),
+                         epochs_run={k: len(v.get("loss", [])) for k, v in history.items()},
+                         class_weights=weights),
+        "dataset": {"train": data_lib.fingerprint(train_examples), "validation": data_lib.fingerprint(val_examples),
+                    "split": {"seed": config.seed, "val_fraction": config.val_fraction,
+                              "grouping": "patient id from file name", "stratified": True}},
+    })
+    checkpoint.unlink(missing_ok=True)
+    log.info("wrote %s", model_path)
+    return model_path
+
+
+def _logits(model, config, images, batch_size=64):
+    run = compiled_logits(model, LOGIT_LAYER, config.input_size)
+    return np.concatenate([run(np.repeat(images[i:i + batch_size], 3, axis=-1))
+                           for i in range(0, len(images), batch_size)])
+
+
+def _save_clean(model, config, path):
+    """Save an uncompiled copy: no optimizer state in the shipped file."""
+    clean = build_classifier(config.backbone, "none", config.input_size, config.dropout)
+    clean.set_weights(model.get_weights())
+    clean.save(path)
+
+
+def _jsonable(history):
+    return {stage: {k: [float(v) for v in values] for k, values in h.items()} for stage, h in history.items()}
