@@ -1,0 +1,60 @@
+"""From an uploaded file to everything the app shows, with no Streamlit in sight.
+
+The app caches these results per image, so moving the threshold or the overlay
+opacity never runs the network again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from model.artifact import CLASS_NAMES
+from model.explain import CamExplainer
+from model.faithfulness import FaithfulnessResult, deletion_check
+from model.predictor import Predictor, label_for
+from model.preprocessing import decode_image, preprocess_gray
+
+DISPLAY_MAX_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    display: np.ndarray  # uint8 grayscale in the upload's own aspect ratio, at most DISPLAY_MAX_SIDE a side
+    model_input: np.ndarray  # float32 (S, S, 3) in [0, 1]: what the network saw
+    probability: float  # calibrated P(PNEUMONIA)
+
+    def label(self, threshold: float) -> str:
+        return label_for(self.probability, threshold)
+
+
+def _display_copy(gray: np.ndarray) -> np.ndarray:
+    scale = DISPLAY_MAX_SIDE / max(gray.shape)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:
+    """Decode, preprocess and predict; raises ImageInputError with a human message on bad input."""
+    gray = decode_image(data)
+    model_input = preprocess_gray(gray, predictor.preprocess_config)
+    probability = float(predictor.probabilities(model_input[None])[0])
+    return ImageAnalysis(_display_copy(gray), model_input, probability)
+
+
+def target_probability_fn(predictor: Predictor, target: str):
+    """Batch -> probability of ``target`` (calibrated), for the faithfulness check."""
+    if target == CLASS_NAMES[1]:
+        return predictor.probabilities
+    return lambda images: 1.0 - predictor.probabilities(images)
+
+
+def faithfulness(predictor: Predictor, explainer: CamExplainer, model_input: np.ndarray, method: str,
+                 target: str) -> tuple[np.ndarray, FaithfulnessResult]:
+    """(heatmap at model resolution, deletion check of that heatmap)."""
+    heatmap = explainer.explain(model_input, method, target)
+    return heatmap, deletion_check(target_probability_fn(predictor, target), model_input, heatmap)
