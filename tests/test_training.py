@@ -108,3 +108,15 @@ def test_tiny_end_to_end_train_and_evaluate(tiny_model, tiny_dataset, tmp_path):
     for name in ("test_roc.png", "test_pr.png", "test_confusion.png", "test_reliability.png",
                  "training_history.png", "test_gradcam_samples.png"):
         assert (out.parent / name).stat().st_size > 1000
+
+
+def test_search_ranks_trials_on_validation(tiny_dataset, tmp_path):
+    from training.search import search
+    from training.train import TrainConfig
+
+    base = TrainConfig(data=str(tiny_dataset), out=str(tmp_path), weights="none", input_size=64, batch_size=8,
+                       stage1_epochs=1, stage2_epochs=1, val_fraction=0.25, seed=3)
+    results = search(base, {"dropout": [0.1, 0.5]})
+    assert [r["dropout"] for r in sorted(results, key=lambda r: r["trial"])] == [0.1, 0.5]
+    assert results[0]["val_brier"] <= results[1]["val_brier"]
+    assert json.loads((tmp_path / "search.json").read_text()) == results

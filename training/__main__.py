@@ -1,4 +1,4 @@
-"""``python -m training train|evaluate``: see ``--help`` of each command."""
+"""``python -m training train|search|evaluate``: see ``--help`` of each command."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import os
 import sys
 
 
-def _train_parser(sub):
+def _add_config_arguments(p):
     from training.train import TrainConfig
 
-    p = sub.add_parser("train", help="fine-tune a backbone and write the model artifact")
     p.add_argument("--data", required=True, help="dataset folder with train/{NORMAL,PNEUMONIA}")
     p.add_argument("--out", required=True, help="output folder for the .keras model and its metadata")
     for f in dataclasses.fields(TrainConfig):
@@ -23,6 +22,17 @@ def _train_parser(sub):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             p.add_argument(flag, type=type(f.default), default=f.default, help=f"default: {f.default}")
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", help="fine-tune a backbone and write the model artifact")
+    _add_config_arguments(p)
+
+
+def _search_parser(sub):
+    p = sub.add_parser("search", help="small hyper-parameter grid (unfreeze depth, LR, dropout) scored on validation")
+    _add_config_arguments(p)
+    p.add_argument("--max-trials", type=int, default=0, help="stop after this many trials (0: the whole grid)")
 
 
 def _evaluate_parser(sub):
@@ -42,6 +52,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _search_parser(sub)
     _evaluate_parser(sub)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
@@ -49,6 +60,13 @@ def main(argv=None) -> int:
         from training.train import TrainConfig, train
 
         train(TrainConfig(**args))
+    elif command == "search":
+        from training.search import search
+        from training.train import TrainConfig
+
+        max_trials = args.pop("max_trials")
+        for row in search(TrainConfig(**args), max_trials=max_trials):
+            print(row)
     else:
         from training.evaluate import evaluate
 
