@@ -180,10 +180,11 @@ def batch_ui(files: list[tuple[str, bytes]], settings: Settings) -> str | None:
     rows = []
     for name, data in files:
         analysis, error = analyze(data)
+        usable = analysis is not None and analysis.ood.in_distribution
         rows.append({"file": name,
-                     "probability": None if analysis is None else round(analysis.probability, 4),
-                     "label": "" if analysis is None else analysis.label(settings.threshold),
-                     "message": error or ""})
+                     "probability": round(analysis.probability, 4) if usable else None,
+                     "label": analysis.label(settings.threshold) if usable else "",
+                     "message": error or ("" if usable else f"withheld: {analysis.ood.message}")})
     st.dataframe(rows, hide_index=True, width="stretch")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["file", "probability", "label", "threshold", "message"])
@@ -192,8 +193,15 @@ def batch_ui(files: list[tuple[str, bytes]], settings: Settings) -> str | None:
         writer.writerow(dict(row, threshold=settings.threshold))
     st.download_button("Download results (CSV)", buffer.getvalue(), file_name="pneumonia_results.csv",
                        mime="text/csv", on_click="ignore", key="csv")
-    readable = [row["file"] for row in rows if not row["message"]]
+    readable = [name for (name, data) in files if analyze(data)[0] is not None]
     return st.selectbox("Look closer at", readable, key="closer") if readable else None
+
+
+def ood_ui(analysis: ImageAnalysis) -> bool:
+    """Warn about inputs unlike the training X-rays; True when the user still wants the (unreliable) output."""
+    st.warning(f"**Not a chest X-ray like the training data.** {analysis.ood.message} "
+               "The pneumonia probability is withheld: on such an image it would not mean anything.", icon="🚫")
+    return st.checkbox("Show the model's output anyway (unreliable)", key="show_unreliable")
 
 
 def single_image_ui(name: str, data: bytes, settings: Settings, metadata: dict) -> None:
@@ -202,6 +210,9 @@ def single_image_ui(name: str, data: bytes, settings: Settings, metadata: dict) 
         st.error(f"**{name}**: {error}")
         return
     st.subheader(name)
+    if not analysis.ood.in_distribution and not ood_ui(analysis):
+        st.image(analysis.display, caption="Uploaded image", width=360)
+        return
     label = result_ui(analysis, settings)
     operating_ui(metadata, settings)
     overlay = explanation_ui(name, data, analysis, settings, label)

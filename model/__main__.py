@@ -1,7 +1,9 @@
 """``python -m model predict [--threshold T] [--model PATH] FILE...``
 
 Prints one JSON object per line: ``file``, ``probability``, ``label``,
-``threshold``; or ``file`` and ``error`` for a file that cannot be read. The
+``threshold`` and ``ood`` (is the image like the training X-rays? if not, the
+probability is unreliable); or ``file`` and ``error`` for a file that cannot
+be read. The
 other files still run; the exit status is 1 if any file failed, 2 if no model
 could be loaded.
 """
@@ -25,19 +27,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _predict_file(predictor, path: str, threshold: float | None) -> dict:
+def _predict_file(predictor, path: str, threshold: float) -> dict:
+    from model.analysis import analyze_bytes
     from model.preprocessing import ImageInputError
 
     try:
         with open(path, "rb") as f:
             data = f.read()
-        result = predictor.predict_bytes(data, threshold)
+        analysis = analyze_bytes(predictor, data)
     except ImageInputError as exc:
         return {"file": path, "error": str(exc)}
     except OSError as exc:
         return {"file": path, "error": f"cannot read the file: {exc.strerror or exc}"}
-    return {"file": path, "probability": round(result.probability, 6), "label": result.label,
-            "threshold": round(result.threshold, 6)}
+    return {"file": path, "probability": round(analysis.probability, 6), "label": analysis.label(threshold),
+            "threshold": round(threshold, 6), "ood": analysis.ood.to_dict()}
 
 
 def main(argv=None) -> int:
@@ -54,9 +57,10 @@ def main(argv=None) -> int:
     except ArtifactError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2
+    threshold = predictor.default_threshold if args.threshold is None else args.threshold
     failed = False
     for path in args.files:
-        line = _predict_file(predictor, path, args.threshold)
+        line = _predict_file(predictor, path, threshold)
         failed |= "error" in line
         print(json.dumps(line), flush=True)
     return 1 if failed else 0

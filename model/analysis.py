@@ -14,8 +14,9 @@ import numpy as np
 from model.artifact import CLASS_NAMES
 from model.explain import CamExplainer
 from model.faithfulness import FaithfulnessResult, deletion_check
+from model.ood import OodVerdict, image_stats
 from model.predictor import Predictor, label_for
-from model.preprocessing import decode_image, preprocess_gray
+from model.preprocessing import decode_upload, preprocess_gray
 
 DISPLAY_MAX_SIDE = 1024
 
@@ -25,6 +26,7 @@ class ImageAnalysis:
     display: np.ndarray  # uint8 grayscale in the upload's own aspect ratio, at most DISPLAY_MAX_SIDE a side
     model_input: np.ndarray  # float32 (S, S, 3) in [0, 1]: what the network saw
     probability: float  # calibrated P(PNEUMONIA)
+    ood: OodVerdict  # is this like the training X-rays? If not, the probability is unreliable
 
     def label(self, threshold: float) -> str:
         return label_for(self.probability, threshold)
@@ -40,10 +42,11 @@ def _display_copy(gray: np.ndarray) -> np.ndarray:
 
 def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:
     """Decode, preprocess and predict; raises ImageInputError with a human message on bad input."""
-    gray = decode_image(data)
-    model_input = preprocess_gray(gray, predictor.preprocess_config)
-    probability = float(predictor.probabilities(model_input[None])[0])
-    return ImageAnalysis(_display_copy(gray), model_input, probability)
+    decoded = decode_upload(data)
+    model_input = preprocess_gray(decoded.gray, predictor.preprocess_config)
+    probabilities, features = predictor.forward(model_input[None])
+    verdict = predictor.ood.check(features[0], image_stats(decoded.gray, decoded.colourfulness))
+    return ImageAnalysis(_display_copy(decoded.gray), model_input, float(probabilities[0]), verdict)
 
 
 def target_probability_fn(predictor: Predictor, target: str):

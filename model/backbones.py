@@ -16,6 +16,7 @@ import keras
 from model import lite0
 
 LOGIT_LAYER = "logit"
+FEATURE_LAYER = "avg_pool"  # pooled backbone features: input of the head and of the OOD gate
 OUTPUT_LAYER = "probability"
 WEIGHT_CHOICES = ("imagenet", "none", "<path to a weights file>")
 
@@ -97,7 +98,7 @@ def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None =
     spec = get_backbone(backbone)
     images = keras.Input((input_size, input_size, 3), name="image")
     features = spec.features(images, weights)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    x = keras.layers.GlobalAveragePooling2D(name=FEATURE_LAYER)(features)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logit = keras.layers.Dense(1, name=LOGIT_LAYER)(x)
     probability = keras.layers.Activation("sigmoid", name=OUTPUT_LAYER, dtype="float32")(logit)
@@ -116,7 +117,7 @@ def set_trainable_blocks(model: keras.Model, backbone: str, top_blocks: int | st
     spec = get_backbone(backbone)
     n = len(spec.block_prefixes) if top_blocks == "all" else int(top_blocks)
     trainable_prefixes = spec.block_prefixes[len(spec.block_prefixes) - n:] if n > 0 else ()
-    head = {"avg_pool", "head_dropout", LOGIT_LAYER, OUTPUT_LAYER}
+    head = {FEATURE_LAYER, "head_dropout", LOGIT_LAYER, OUTPUT_LAYER}
     for layer in model.layers:
         if layer.name in head:
             layer.trainable = True

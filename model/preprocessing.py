@@ -29,6 +29,12 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 DICOM_MAGIC_OFFSET = 128
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    gray: np.ndarray  # 2-D uint8
+    colourfulness: float  # mean per-pixel channel spread in [0, 1]; 0 for grey sources
+
+
 class ImageInputError(ValueError):
     """An input that cannot be turned into a model input; ``str(err)`` is for humans."""
 
@@ -74,7 +80,12 @@ def preprocess_bytes(data: bytes, config: PreprocessConfig = PreprocessConfig())
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode an uploaded file to a 2-D uint8 grayscale array, in memory only.
+    """Decode an uploaded file to a 2-D uint8 grayscale array; see :func:`decode_upload`."""
+    return decode_upload(data).gray
+
+
+def decode_upload(data: bytes) -> DecodedImage:
+    """Decode an uploaded file in memory to grayscale, remembering how colourful it was.
 
     Honours EXIF orientation, flattens alpha onto black, maps 16-bit and float
     images to 8 bits by their own range, and reads DICOM through pydicom.
@@ -87,27 +98,27 @@ def decode_image(data: bytes) -> np.ndarray:
     if _looks_like_dicom(data):
         from model.dicom import decode_dicom  # pydicom is only imported when needed
 
-        gray = decode_dicom(data)
+        decoded = DecodedImage(decode_dicom(data), 0.0)
     else:
-        gray = _decode_with_pillow(data)
-    _check_geometry(gray.shape)
-    return gray
+        decoded = _decode_with_pillow(data)
+    _check_geometry(decoded.gray.shape)
+    return decoded
 
 
 def _looks_like_dicom(data: bytes) -> bool:
     return data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
-def _decode_with_pillow(data: bytes) -> np.ndarray:
+def _decode_with_pillow(data: bytes) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
             image = Image.open(io.BytesIO(data))
             _check_pixel_count(image.size)
             if image.format == "JPEG":  # decode big JPEGs at reduced scale: fast, bounded memory
-                image.draft("L", (2048, 2048))
+                image.draft(image.mode, (2048, 2048))
             image = ImageOps.exif_transpose(image)
-            return to_uint8_gray(image)
+            return DecodedImage(to_uint8_gray(image), colourfulness(image))
     except ImageInputError:
         raise
     except UnidentifiedImageError:
@@ -145,6 +156,16 @@ def to_uint8_gray(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return rescale_to_uint8(np.asarray(image))
     return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+
+
+def colourfulness(image: Image.Image) -> float:
+    """Mean (max - min) over the RGB channels of a small copy, in [0, 1]; 0 for grey modes."""
+    if image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1"):
+        return 0.0
+    small = image.copy()
+    small.thumbnail((128, 128))
+    rgb = np.asarray(small.convert("RGB"), dtype=np.int16)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean() / 255.0)
 
 
 def rescale_to_uint8(pixels: np.ndarray) -> np.ndarray:

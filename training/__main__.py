@@ -1,4 +1,4 @@
-"""``python -m training train|search|evaluate``: see ``--help`` of each command."""
+"""``python -m training train|search|fit-ood|ood-report|evaluate``: see ``--help`` of each command."""
 
 from __future__ import annotations
 
@@ -35,6 +35,20 @@ def _search_parser(sub):
     p.add_argument("--max-trials", type=int, default=0, help="stop after this many trials (0: the whole grid)")
 
 
+def _fit_ood_parser(sub):
+    p = sub.add_parser("fit-ood", help="(re)fit the out-of-distribution gate of an existing model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
+
+
+def _ood_report_parser(sub):
+    p = sub.add_parser("ood-report", help="measure the OOD gate: non-X-ray rejection, X-ray false rejection")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True, help="path of the JSON report")
+
+
 def _evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="metrics and plots of a model on a folder (e.g. the official test split)")
     p.add_argument("--model", required=True, help="path of the .keras model (its .json must sit beside it)")
@@ -53,6 +67,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _search_parser(sub)
+    _fit_ood_parser(sub)
+    _ood_report_parser(sub)
     _evaluate_parser(sub)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
@@ -60,6 +76,14 @@ def main(argv=None) -> int:
         from training.train import TrainConfig, train
 
         train(TrainConfig(**args))
+    elif command == "fit-ood":
+        from training.train import refit_ood
+
+        refit_ood(args["model"], args["data"])
+    elif command == "ood-report":
+        from training.ood_eval import evaluate_ood
+
+        evaluate_ood(**args)
     elif command == "search":
         from training.search import search
         from training.train import TrainConfig

@@ -21,7 +21,8 @@ import numpy as np
 
 from model.artifact import history_path, save_metadata
 from model.backbones import LOGIT_LAYER, build_classifier, get_backbone, set_trainable_blocks
-from model.predictor import calibrated_probability, compiled_logits
+from model.ood import fit_ood
+from model.predictor import calibrated_probability, compiled_forward
 from model.preprocessing import PreprocessConfig
 from training import data as data_lib
 from training import metrics as metrics_lib
@@ -153,7 +154,9 @@ def train(config: TrainConfig) -> Path:
     history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
 
     # Calibration and thresholds: validation only.
-    val_logits = _logits(model, config, x_val)
+    val_logits, val_features = forward_all(model, config.input_size, x_val)
+    _, train_features = forward_all(model, config.input_size, x_train)
+    ood = fit_ood(train_features, val_features)
     temperature = metrics_lib.fit_temperature(val_logits, y_val)
     val_prob = calibrated_probability(val_logits, temperature)
     thresholds = {
@@ -178,6 +181,7 @@ def train(config: TrainConfig) -> Path:
         "calibration": {"method": "temperature scaling on validation logits", "temperature": temperature},
         "thresholds": thresholds,
         "operating_points": metrics_lib.operating_points(y_val, val_prob),
+        "ood": ood,
         "validation_prevalence": float(np.mean(y_val)),
         "metrics": {"validation": validation},
         "training": dict(asdict(config), train_seconds=round(train_seconds, 1),
@@ -192,10 +196,39 @@ def train(config: TrainConfig) -> Path:
     return model_path
 
 
-def _logits(model, config, images, batch_size=64):
-    run = compiled_logits(model, LOGIT_LAYER, config.input_size)
-    return np.concatenate([run(np.repeat(images[i:i + batch_size], 3, axis=-1))
-                           for i in range(0, len(images), batch_size)])
+def refit_ood(model_path: str | Path, data: str) -> dict:
+    """Fit the OOD gate of an existing model on its own training/validation split; rewrite its metadata.
+
+    The ``.keras`` file is untouched, so its checksum stays valid.
+    """
+    import json
+
+    from model.artifact import load_model, metadata_path
+    from model.preprocessing import PreprocessConfig
+
+    model, meta = load_model(model_path)
+    split = meta["dataset"]["split"]
+    config = PreprocessConfig.from_dict(meta["preprocessing"])
+    limit = meta["training"].get("limit_per_class", 0)
+    examples = _limit(data_lib.list_split(data, "train"), limit, meta["training"]["seed"])
+    train_examples, val_examples = data_lib.patient_split(examples, split["val_fraction"], split["seed"])
+    if data_lib.fingerprint(val_examples)["names_sha256"] != meta["dataset"]["validation"]["names_sha256"]:
+        raise ValueError("the data folder does not reproduce this model's validation split")
+    x_train, _, _ = data_lib.load_images(train_examples, config)
+    x_val, _, _ = data_lib.load_images(val_examples, config)
+    _, train_features = forward_all(model, meta["input_size"], x_train)
+    _, val_features = forward_all(model, meta["input_size"], x_val)
+    meta["ood"] = fit_ood(train_features, val_features)
+    metadata_path(model_path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    log.info("fitted the OOD gate of %s: threshold %.3f", model_path, meta["ood"]["threshold"])
+    return meta["ood"]
+
+
+def forward_all(model, input_size, images, batch_size=64):
+    """(logits, pooled features) for single-channel images (N, S, S, 1), in batches."""
+    run = compiled_forward(model, LOGIT_LAYER, input_size)
+    chunks = [run(np.repeat(images[i:i + batch_size], 3, axis=-1)) for i in range(0, len(images), batch_size)]
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
 
 def _save_clean(model, config, path):

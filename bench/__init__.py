@@ -1,0 +1,1 @@
+"""Benchmarks for the model and app paths: ``python -m bench``."""

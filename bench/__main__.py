@@ -1,0 +1,224 @@
+"""Benchmarks: ``python -m bench [--model PATH] [--out bench/results.json] [--quick]``.
+
+Prints a table and writes JSON. Every timing is the median of repeated runs
+after warm-up, and, where there is one, is also given as a ratio to a naive
+baseline measured in the same run (so the figures hold on a noisy machine).
+Speed targets live here, not in the unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model.artifact import SHIPPED_MODEL  # noqa: E402
+
+SAMPLE = sorted((ROOT / "app" / "samples").glob("*.jpeg"))[0]
+
+# Targets for a 2-core CPU (issue: performance).
+TARGETS = {"predict_one_ms": 40, "predict_plus_gradcam_ms": 150, "cold_start_s": 10, "peak_rss_mb": 690, "model_file_mb": 25}
+
+
+def median_ms(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def large_scan_jpeg(width=3000, height=2500) -> bytes:
+    """A synthetic 3000×2500 grey scan (smooth body, noise), JPEG-encoded like a typical export."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    body = 150 - 80 * (((xx / width) - 0.5) ** 2 + ((yy / height) - 0.5) ** 2) + rng.normal(0, 8, (height, width))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(body, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def naive_preprocess(data: bytes, config):
+    """Baseline: full-resolution decode (no JPEG draft mode), then the same pipeline."""
+    from model.preprocessing import preprocess_gray
+
+    gray = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    return preprocess_gray(gray, config)
+
+
+def bench_preprocessing(predictor, repeats):
+    small, large = SAMPLE.read_bytes(), large_scan_jpeg()
+    rows = {}
+    for name, data in (("224_jpeg", small), ("3000x2500_jpeg", large)):
+        ours = median_ms(lambda d=data: predictor.preprocess(d), repeats)
+        naive = median_ms(lambda d=data: naive_preprocess(d, predictor.preprocess_config), max(3, repeats // 4))
+        rows[f"preprocess_{name}_ms"] = {"value": ours, "baseline": naive}
+    return rows
+
+
+def bench_prediction(predictor, repeats):
+    image = predictor.preprocess(SAMPLE.read_bytes())
+    batch = np.repeat(image[None], 32, axis=0)
+    one = median_ms(lambda: predictor.probabilities(image[None]), repeats)
+    naive_one = median_ms(lambda: predictor.model.predict(image[None], verbose=0), max(5, repeats // 4))
+    batch_ms = median_ms(lambda: predictor.probabilities(batch), max(5, repeats // 4))
+    naive_batch_ms = median_ms(lambda: predictor.model.predict(batch, verbose=0), 5)
+    return {
+        "predict_one_ms": {"value": one, "baseline": naive_one},
+        "predict_batch32_img_per_s": {"value": 32000 / batch_ms, "baseline": 32000 / naive_batch_ms, "higher_is_better": True},
+    }
+
+
+def bench_explanations(predictor, repeats):
+    import keras
+    from tf_keras_vis.gradcam import Gradcam
+
+    from model.explain import CAM_METHODS, CamExplainer
+
+    explainer = CamExplainer.for_metadata(predictor.model, predictor.metadata)
+    image = predictor.preprocess(SAMPLE.read_bytes())
+    logit_model = keras.Model(predictor.model.inputs, predictor.model.get_layer(predictor.metadata["logit_layer"]).output)
+
+    def naive_gradcam():  # tf-keras-vis as documented: a fresh visualizer, eager tape, per call
+        Gradcam(logit_model)(lambda out: out[:, 0], image[None], penultimate_layer=predictor.metadata["cam_layer"],
+                             seek_penultimate_conv_layer=False)
+
+    naive = median_ms(naive_gradcam, 3, warmup=1)
+    rows = {}
+    for method in CAM_METHODS:
+        n = repeats if method != "scorecam" else max(3, repeats // 10)
+        rows[f"explain_{method}_ms"] = {"value": median_ms(lambda m=method: explainer.explain(image, m), n),
+                                        "baseline": naive if method == "gradcam" else None}
+    both = median_ms(lambda: (predictor.probabilities(image[None]), explainer.explain(image, "gradcam")), repeats)
+    rows["predict_plus_gradcam_ms"] = {"value": both, "baseline": None}
+    return rows, explainer
+
+
+def bench_end_to_end(predictor, explainer, repeats):
+    from model.analysis import analyze_bytes
+    from model.explain import overlay_heatmap
+
+    data = SAMPLE.read_bytes()
+
+    def app_path():
+        analysis = analyze_bytes(predictor, data)
+        heatmap = explainer.explain(analysis.model_input, "gradcam")
+        overlay_heatmap(analysis.display, heatmap)
+
+    return {"end_to_end_upload_ms": {"value": median_ms(app_path, repeats), "baseline": None}}
+
+
+_COLD = """
+import time, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+sys.path.insert(0, {root!r})
+from model.predictor import Predictor
+from model.analysis import analyze_bytes
+from model.explain import CamExplainer
+p = Predictor.load({model!r})
+data = open({sample!r}, "rb").read()
+analyze_bytes(p, data)
+print("COLD", time.time())
+e = CamExplainer.for_metadata(p.model, p.metadata)
+import numpy as np
+rng = np.random.default_rng(0)
+for i in range(20):
+    img = p.preprocess(data)
+    noisy = np.clip(img + rng.normal(0, 0.01, img.shape).astype("float32"), 0, 1)
+    p.forward(noisy[None])
+    e.explain(noisy, "gradcam")
+import resource
+print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_process(model_path):
+    """Cold start (new process -> model loaded -> first prediction) and peak RSS over 20 explained images."""
+    code = _COLD.format(root=str(ROOT), model=str(model_path), sample=str(SAMPLE))
+    start = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    values = dict(line.split() for line in out.splitlines() if line.startswith(("COLD", "RSS")))
+    return {"cold_start_s": {"value": float(values["COLD"]) - start, "baseline": None},
+            "peak_rss_mb": {"value": int(values["RSS"]) / 1024, "baseline": None}}
+
+
+def bench_training(predictor, steps):
+    """Images/s of one optimisation step at 224 px, batch 32: stage 1 (base frozen), stage 2 (top 8 blocks)."""
+    import keras
+
+    from model.backbones import build_classifier, set_trainable_blocks
+
+    backbone = predictor.metadata["backbone"]
+    model = build_classifier(backbone, "none", predictor.metadata["input_size"])
+    rng = np.random.default_rng(0)
+    x = rng.random((32, *model.input_shape[1:]), dtype=np.float32)
+    y = rng.integers(0, 2, (32, 1)).astype(np.float32)
+    rows = {}
+    for stage, blocks in (("stage1", 0), ("stage2", 8)):
+        set_trainable_blocks(model, backbone, blocks)
+        model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="binary_crossentropy")
+        ms = median_ms(lambda: model.train_on_batch(x, y), steps, warmup=2)
+        rows[f"train_{stage}_img_per_s"] = {"value": 32000 / ms, "baseline": None, "higher_is_better": True}
+    return rows
+
+
+def table(results: dict) -> str:
+    lines = [f"{'measure':34} {'value':>10} {'naive':>10} {'speed-up':>9} {'target':>8}", "-" * 75]
+    for name, row in results.items():
+        value, baseline = row["value"], row.get("baseline")
+        ratio = ""
+        if baseline:
+            ratio = f"{(value / baseline if row.get('higher_is_better') else baseline / value):.1f}x"
+        target = TARGETS.get(name, "")
+        lines.append(f"{name:34} {value:10.1f} {'' if baseline is None else f'{baseline:10.1f}':>10} {ratio:>9} {target!s:>8}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--model", default=str(SHIPPED_MODEL))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--no-training", action="store_true", help="skip the training-throughput measurement")
+    args = parser.parse_args(argv)
+
+    from model.predictor import Predictor
+
+    predictor = Predictor.load(args.model)
+    results = {}
+    results.update(bench_preprocessing(predictor, args.repeats))
+    results.update(bench_prediction(predictor, args.repeats))
+    explain_rows, explainer = bench_explanations(predictor, args.repeats)
+    results.update(explain_rows)
+    results.update(bench_end_to_end(predictor, explainer, args.repeats))
+    results.update(bench_process(args.model))
+    results["model_file_mb"] = {"value": Path(args.model).stat().st_size / 2**20, "baseline": None}
+    if not args.no_training:
+        results.update(bench_training(predictor, 5))
+    print(table(results))
+    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    Path(args.out).write_text(json.dumps({"machine": machine, "targets": TARGETS, "results": results}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
