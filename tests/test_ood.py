@@ -34,7 +34,7 @@ def test_far_features_are_rejected(detector):
     ood, scales, rng = detector
     shifted = rng.normal(0, 1, 64) * scales + 3 * scales
     odd_direction = np.zeros(64)
-    odd_direction[-1] = 15.0  # far along an axis outside the principal subspace
+    odd_direction[-1] = 40.0  # far along an axis outside the principal subspace
     for features in (shifted, odd_direction):
         verdict = ood.check(features, GREY)
         assert not verdict.in_distribution and verdict.reasons == ("features",) and verdict.distance > 1
