@@ -25,6 +25,7 @@ MAX_PIXELS = 120_000_000
 MIN_SIDE = 32
 MAX_ASPECT_RATIO = 4.0
 MAX_FILE_BYTES = 200 * 1024 * 1024
+WORKING_MAX_SIDE = 2048  # decoded images are area-downscaled to this at most (draft mode for JPEG)
 
 DICOM_MAGIC_OFFSET = 128
 
@@ -116,7 +117,7 @@ def _decode_with_pillow(data: bytes) -> DecodedImage:
             image = Image.open(io.BytesIO(data))
             _check_pixel_count(image.size)
             if image.format == "JPEG":  # decode big JPEGs at reduced scale: fast, bounded memory
-                image.draft(image.mode, (2048, 2048))
+                image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
             image = ImageOps.exif_transpose(image)
             return DecodedImage(to_uint8_gray(image), colourfulness(image))
     except ImageInputError:
@@ -154,8 +155,23 @@ def to_uint8_gray(image: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return rescale_to_uint8(np.asarray(image))
-    return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+        return rescale_to_uint8(shrink_to_working_size(np.asarray(image)))
+    return shrink_to_working_size(np.asarray(image.convert("L"), dtype=np.uint8)).copy()
+
+
+def shrink_to_working_size(pixels: np.ndarray) -> np.ndarray:
+    """Area-downscale so the longer side is at most WORKING_MAX_SIDE: bounds memory for huge scans.
+
+    The model sees 224×224 and the app shows at most 1024 px, so nothing visible is lost.
+    """
+    longer = max(pixels.shape[:2])
+    if longer <= WORKING_MAX_SIDE:
+        return pixels
+    scale = WORKING_MAX_SIDE / longer
+    size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+    if pixels.dtype not in (np.uint8, np.uint16, np.float32):
+        pixels = pixels.astype(np.float32)
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
 
 
 def colourfulness(image: Image.Image) -> float:
@@ -169,8 +185,8 @@ def colourfulness(image: Image.Image) -> float:
 
 
 def rescale_to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Map a high-bit-depth or float 2-D array to uint8 by its own min/max."""
-    pixels = np.asarray(pixels, dtype=np.float64)
+    """Map a high-bit-depth or float 2-D array to uint8 by its own min/max (NaN/inf -> 0)."""
+    pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
         pixels = pixels[:, :, :3].mean(axis=2)
     if pixels.ndim != 2:
@@ -181,5 +197,5 @@ def rescale_to_uint8(pixels: np.ndarray) -> np.ndarray:
     low, high = pixels[finite].min(), pixels[finite].max()
     if high <= low:
         return np.zeros(pixels.shape, dtype=np.uint8)
-    scaled = np.where(finite, (pixels - low) / (high - low) * 255.0, 0.0)
+    scaled = np.where(finite, (pixels - low) * np.float32(255.0 / (float(high) - float(low))), 0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
