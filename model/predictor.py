@@ -55,7 +55,7 @@ class Predictor:
         self.temperature = float(metadata["calibration"]["temperature"])
         if "ood" not in metadata:
             raise ArtifactError("this model has no out-of-distribution gate fitted; "
-                                "run 'python -m training fit-ood --model PATH --data DIR' first")
+                                "run 'python -m training refit --model PATH --data DIR' first")
         self.ood = OodDetector(metadata["ood"])
         self._forward = compiled_forward(model, metadata["logit_layer"], int(metadata["input_size"]))
 

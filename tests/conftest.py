@@ -107,5 +107,6 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("model")
     config = TrainConfig(data=str(tiny_dataset), out=str(out), weights="none", input_size=64, batch_size=8,
-                         stage1_epochs=1, stage2_epochs=1, unfreeze_blocks="all", val_fraction=0.25, seed=3)
+                         stage1_epochs=1, stage2_epochs=1, unfreeze_blocks="all", val_fraction=0.25, seed=3,
+                         mixup_alpha=0.2)
     return train(config)

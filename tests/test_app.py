@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, make_dicom, synthetic_xray
+from conftest import encode, make_dicom
 from PIL import Image
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -56,9 +56,17 @@ def test_sample_gives_probability_and_explanation(app):
     assert len(app.image) >= 2
 
 
+def _sample_with_undecided_probability(app) -> float:
+    """Click through the gallery until a sample's probability leaves room for thresholds on both sides."""
+    for index in range(6):
+        _click_sample(app, index)
+        if any(m.label == "Pneumonia probability" for m in app.metric) and 0.07 < _probability(app) < 0.93:
+            return _probability(app)
+    raise AssertionError("no gallery sample has a probability between 0.07 and 0.93")
+
+
 def test_threshold_changes_label_without_recomputing(app, monkeypatch):
-    _click_sample(app, 0)
-    probability = _probability(app)
+    probability = _sample_with_undecided_probability(app)
     import model.analysis as analysis
 
     def forbidden(*args, **kwargs):
@@ -85,11 +93,22 @@ def test_preset_buttons_set_the_threshold(app):
         assert app.slider(key="threshold").value == pytest.approx(round(value, 2))
 
 
-def test_png_and_dicom_uploads(app):
-    png = encode(Image.fromarray(synthetic_xray(11).astype(np.uint16) * 200))  # 16-bit PNG
+def test_photograph_is_flagged_and_probability_withheld(app):
+    from skimage import data as skdata
+
+    _upload(app, [("cat.jpeg", encode(Image.fromarray(skdata.chelsea()), "JPEG"), "image/jpeg")])
+    assert any("Not a chest X-ray" in w.value and "colour photograph" in w.value for w in app.warning)
+    assert not any(m.label == "Pneumonia probability" for m in app.metric)
+    app.checkbox(key="show_unreliable").check().run()
+    assert any(m.label == "Pneumonia probability" for m in app.metric)
+
+
+def test_png_and_dicom_uploads(app, sample_files):
+    pixels = np.asarray(Image.open(sample_files[3]).convert("L")).astype(np.uint16)
+    png = encode(Image.fromarray(pixels * 256))  # 16-bit PNG
     _upload(app, [("chest16.png", png, "image/png")])
     assert 0.0 <= _probability(app) <= 1.0
-    dicom = make_dicom(synthetic_xray(12).astype(np.uint16) * 16, "MONOCHROME1")
+    dicom = make_dicom(4095 - pixels * 16, "MONOCHROME1")
     _upload(app, [("chest.dcm", dicom, "application/dicom")])
     assert 0.0 <= _probability(app) <= 1.0
     rendered = " ".join(str(e.value) for e in list(app.markdown) + list(app.error) + list(app.success))
@@ -113,7 +132,8 @@ def test_batch_upload_table_and_csv(app, sample_files):
     _upload(app, files)
     table = app.dataframe[0].value
     assert list(table["file"]) == [f[0] for f in files]
-    assert table["probability"].iloc[:3].between(0, 1).all()
-    assert table["message"].iloc[3] != ""
+    for _, row in table.iloc[:3].iterrows():  # analysed: a probability, or withheld with the reason
+        assert 0 <= row["probability"] <= 1 if row["message"] == "" else row["message"].startswith("withheld:")
+    assert "damaged" in table["message"].iloc[3] or "not an image" in table["message"].iloc[3]
     assert app.selectbox(key="closer").options == [f[0] for f in files[:3]]
     assert any(m.label == "Pneumonia probability" for m in app.metric)

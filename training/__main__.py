@@ -1,4 +1,4 @@
-"""``python -m training train|search|fit-ood|ood-report|evaluate|card``: see ``--help`` of each command."""
+"""``python -m training train|search|refit|ood-report|evaluate|card``: see ``--help`` of each command."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ def _search_parser(sub):
     p.add_argument("--max-trials", type=int, default=0, help="stop after this many trials (0: the whole grid)")
 
 
-def _fit_ood_parser(sub):
-    p = sub.add_parser("fit-ood", help="(re)fit the out-of-distribution gate of an existing model")
+def _refit_parser(sub):
+    p = sub.add_parser("refit", help="redo calibration, thresholds, operating points and OOD gate of an existing "
+                                     "model on its own validation split")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
 
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _search_parser(sub)
-    _fit_ood_parser(sub)
+    _refit_parser(sub)
     _ood_report_parser(sub)
     _card_parser(sub)
     _evaluate_parser(sub)
@@ -87,10 +88,10 @@ def main(argv=None) -> int:
         from training.train import TrainConfig, train
 
         train(TrainConfig(**args))
-    elif command == "fit-ood":
-        from training.train import refit_ood
+    elif command == "refit":
+        from training.train import refit
 
-        refit_ood(args["model"], args["data"])
+        refit(args["model"], args["data"])
     elif command == "card":
         from training.card import write_card
 

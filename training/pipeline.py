@@ -39,16 +39,42 @@ def _photometric(images, seed, batch_index):
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42):
-    """Batched (N, S, S, 3) float32 pipeline; shuffled and augmented when ``training``."""
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)))
+def _mixup(images, labels, weights, alpha, seed, batch_index):
+    """Mix each image with another of the batch: x = λ·x1 + (1-λ)·x2, labels and weights alike."""
+    batch = tf.shape(images)[0]
+    s = tf.stack([tf.constant(seed + 7, tf.int64), tf.cast(batch_index, tf.int64)])
+    g1 = tf.random.stateless_gamma([batch], s, alpha)
+    g2 = tf.random.stateless_gamma([batch], s + 1, alpha)
+    lam = g1 / (g1 + g2)
+    order = tf.random.experimental.stateless_shuffle(tf.range(batch), s + 2)
+    mix = lambda a: lam[:, None, None, None] * a + (1 - lam[:, None, None, None]) * tf.gather(a, order)  # noqa: E731
+    mixed_labels = lam * labels + (1 - lam) * tf.gather(labels, order)
+    mixed_weights = lam * weights + (1 - lam) * tf.gather(weights, order)
+    return mix(images), mixed_labels, mixed_weights
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42,
+                 class_weights: dict | None = None, mixup_alpha: float = 0.0):
+    """Batched ((N, S, S, 3) float32, labels (N, 1), sample weights (N,)) pipeline.
+
+    Shuffled, augmented (and mixed up when ``mixup_alpha`` > 0) when ``training``.
+    Class weights become per-sample weights so that mixup can mix them too.
+    """
+    weights = np.ones(len(labels), np.float32)
+    if class_weights:
+        weights = np.array([class_weights[int(c)] for c in labels], np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32), weights))
     if training:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if training:
         augmenter = build_augmenter(seed)
-        dataset = dataset.enumerate().map(
-            lambda i, xy: (_photometric(augmenter(xy[0], training=True), seed, i), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(lambda x, y: (tf.repeat(x, 3, axis=-1), y[:, None]), num_parallel_calls=tf.data.AUTOTUNE)
+
+        def augment(i, batch):
+            x, y, w = batch
+            x = _photometric(augmenter(x, training=True), seed, i)
+            return _mixup(x, y, w, mixup_alpha, seed, i) if mixup_alpha > 0 else (x, y, w)
+
+        dataset = dataset.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda x, y, w: (tf.repeat(x, 3, axis=-1), y[:, None], w), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -47,6 +47,7 @@ class TrainConfig:
     unfreeze_blocks: str = "8"  # a number of top blocks, or "all"
     dropout: float = 0.3
     label_smoothing: float = 0.05
+    mixup_alpha: float = 0.0  # > 0: mixup with Beta(alpha, alpha) mixing weights
     weight_decay: float = 1e-4
     patience: int = 3
     augment: bool = True
@@ -124,9 +125,10 @@ def train(config: TrainConfig) -> Path:
 
     strategy = select_strategy()
     batch = config.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(x_train, y_train, batch, training=config.augment, seed=config.seed)
-    val_ds = make_dataset(x_val, y_val, batch, training=False)
     weights = class_weights(y_train)
+    train_ds = make_dataset(x_train, y_train, batch, training=config.augment, seed=config.seed,
+                            class_weights=weights, mixup_alpha=config.mixup_alpha)
+    val_ds = make_dataset(x_val, y_val, batch, training=False)
     checkpoint = out / "best.weights.h5"
     history = {}
 
@@ -138,7 +140,7 @@ def train(config: TrainConfig) -> Path:
         _compile(model, config.stage1_lr, config)
     start = time.time()
     if config.stage1_epochs > 0:
-        h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage1_epochs, class_weight=weights,
+        h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage1_epochs,
                       callbacks=_callbacks(config, checkpoint), verbose=2)
         history["stage1"] = h.history
 
@@ -147,26 +149,13 @@ def train(config: TrainConfig) -> Path:
         set_trainable_blocks(model, config.backbone, config.unfreeze_blocks)
         _compile(model, config.stage2_lr, config)
     if config.stage2_epochs > 0:
-        h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage2_epochs, class_weight=weights,
+        h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage2_epochs,
                       callbacks=_callbacks(config, checkpoint), verbose=2)
         history["stage2"] = h.history
     train_seconds = time.time() - start
     history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
 
-    # Calibration and thresholds: validation only.
-    val_logits, val_features = forward_all(model, config.input_size, x_val)
-    _, train_features = forward_all(model, config.input_size, x_train)
-    ood = fit_ood(train_features, val_features)
-    temperature = metrics_lib.fit_temperature(val_logits, y_val)
-    val_prob = calibrated_probability(val_logits, temperature)
-    thresholds = {
-        "default": "balanced",
-        "balanced": metrics_lib.balanced_threshold(y_val, val_prob),
-        "screening": metrics_lib.screening_threshold(y_val, val_prob),
-    }
-    validation = dict(metrics_lib.ranking_metrics(y_val, val_prob),
-                      **metrics_lib.classification_metrics(y_val, val_prob, thresholds["balanced"]["value"]))
-    log.info("validation: %s", json.dumps(validation))
+    fitted = fit_on_validation(model, config.input_size, x_train, x_val, y_val)
 
     _save_clean(model, config, model_path)
     spec = get_backbone(config.backbone)
@@ -178,12 +167,7 @@ def train(config: TrainConfig) -> Path:
         "preprocessing": preprocess.to_dict(),
         "cam_layer": spec.cam_layer,
         "logit_layer": LOGIT_LAYER,
-        "calibration": {"method": "temperature scaling on validation logits", "temperature": temperature},
-        "thresholds": thresholds,
-        "operating_points": metrics_lib.operating_points(y_val, val_prob),
-        "ood": ood,
-        "validation_prevalence": float(np.mean(y_val)),
-        "metrics": {"validation": validation},
+        **fitted,
         "training": dict(asdict(config), train_seconds=round(train_seconds, 1),
                          epochs_run={k: len(v.get("loss", [])) for k, v in history.items()},
                          class_weights=weights),
@@ -196,32 +180,52 @@ def train(config: TrainConfig) -> Path:
     return model_path
 
 
-def refit_ood(model_path: str | Path, data: str) -> dict:
-    """Fit the OOD gate of an existing model on its own training/validation split; rewrite its metadata.
+def fit_on_validation(model, input_size, x_train, x_val, y_val) -> dict:
+    """Everything chosen after training, on the validation split only (the OOD statistics also
+    use training features): calibration, thresholds, operating points, OOD gate, validation metrics."""
+    val_logits, val_features = forward_all(model, input_size, x_val)
+    _, train_features = forward_all(model, input_size, x_train)
+    temperature = metrics_lib.fit_temperature(val_logits, y_val)
+    val_prob = calibrated_probability(val_logits, temperature)
+    thresholds = {
+        "default": "balanced",
+        "balanced": metrics_lib.balanced_threshold(y_val, val_prob),
+        "screening": metrics_lib.screening_threshold(y_val, val_prob),
+    }
+    validation = dict(metrics_lib.ranking_metrics(y_val, val_prob),
+                      **metrics_lib.classification_metrics(y_val, val_prob, thresholds["balanced"]["value"]))
+    log.info("validation: %s", json.dumps(validation))
+    return {
+        "calibration": {"method": "temperature scaling on validation logits", "temperature": temperature},
+        "thresholds": thresholds,
+        "operating_points": metrics_lib.operating_points(y_val, val_prob),
+        "ood": fit_ood(train_features, val_features),
+        "validation_prevalence": float(np.mean(y_val)),
+        "metrics": {"validation": validation},
+    }
 
-    The ``.keras`` file is untouched, so its checksum stays valid.
+
+def refit(model_path: str | Path, data: str) -> dict:
+    """Redo :func:`fit_on_validation` for an existing model on its own split; rewrite its metadata.
+
+    The ``.keras`` file is untouched, so its checksum stays valid. Test metrics
+    recorded earlier are dropped: they belonged to the old thresholds.
     """
-    import json
-
     from model.artifact import load_model, metadata_path
-    from model.preprocessing import PreprocessConfig
 
     model, meta = load_model(model_path)
     split = meta["dataset"]["split"]
     config = PreprocessConfig.from_dict(meta["preprocessing"])
-    limit = meta["training"].get("limit_per_class", 0)
-    examples = _limit(data_lib.list_split(data, "train"), limit, meta["training"]["seed"])
+    examples = _limit(data_lib.list_split(data, "train"), meta["training"].get("limit_per_class", 0), meta["training"]["seed"])
     train_examples, val_examples = data_lib.patient_split(examples, split["val_fraction"], split["seed"])
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta["dataset"]["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
     x_train, _, _ = data_lib.load_images(train_examples, config)
-    x_val, _, _ = data_lib.load_images(val_examples, config)
-    _, train_features = forward_all(model, meta["input_size"], x_train)
-    _, val_features = forward_all(model, meta["input_size"], x_val)
-    meta["ood"] = fit_ood(train_features, val_features)
+    x_val, y_val, _ = data_lib.load_images(val_examples, config)
+    meta.update(fit_on_validation(model, meta["input_size"], x_train, x_val, y_val))
     metadata_path(model_path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    log.info("fitted the OOD gate of %s: threshold %.3f", model_path, meta["ood"]["threshold"])
-    return meta["ood"]
+    log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
+    return meta
 
 
 def forward_all(model, input_size, images, batch_size=64):
