@@ -7,12 +7,12 @@ function per section; each returns plain values.
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.logger import get_logger
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` puts app/ first, not the repo root
@@ -26,7 +26,7 @@ from model.predictor import Predictor  # noqa: E402
 from model.preprocessing import ImageInputError  # noqa: E402
 from model.report import DISCLAIMER, render_report  # noqa: E402
 
-log = logging.getLogger("app")
+log = get_logger(__name__)  # follows `--logger.level`; never given file names, pixels or patient data
 SAMPLES_DIR = ROOT / "app" / "samples"
 MODEL_CARD = ROOT / "model" / "MODEL_CARD.md"
 REPORTS_DIR = SHIPPED_DIR / "reports"
@@ -48,6 +48,7 @@ class Settings:
 @st.cache_resource(show_spinner="Loading the model…")
 def load_model() -> tuple[Predictor, CamExplainer]:
     predictor = Predictor.load()
+    log.info("model loaded: %s", predictor.metadata["model_name"])
     return predictor, CamExplainer.for_metadata(predictor.model, predictor.metadata)
 
 

@@ -108,11 +108,12 @@ def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None =
     return model
 
 
-def set_trainable_blocks(model: keras.Model, backbone: str, top_blocks: int | str) -> None:
+def set_trainable_blocks(model: keras.Model, backbone: str, top_blocks: int | str, freeze_batchnorm: bool = True) -> None:
     """Freeze the backbone except its last ``top_blocks`` blocks ("all" unfreezes every block).
 
-    BatchNormalization layers always stay frozen, i.e. in inference mode, so
-    fine-tuning with small batches does not wreck their ImageNet statistics.
+    BatchNormalization layers stay frozen, i.e. in inference mode, so fine-tuning
+    with small batches does not wreck their ImageNet statistics. A randomly
+    initialised network has no statistics worth keeping: pass ``freeze_batchnorm=False``.
     """
     spec = get_backbone(backbone)
     n = len(spec.block_prefixes) if top_blocks == "all" else int(top_blocks)
@@ -121,7 +122,7 @@ def set_trainable_blocks(model: keras.Model, backbone: str, top_blocks: int | st
     for layer in model.layers:
         if layer.name in head:
             layer.trainable = True
-        elif isinstance(layer, keras.layers.BatchNormalization):
+        elif isinstance(layer, keras.layers.BatchNormalization) and freeze_batchnorm:
             layer.trainable = False
         else:
             layer.trainable = layer.name.startswith(trainable_prefixes) if trainable_prefixes else False

@@ -105,7 +105,7 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         _metrics_row(f"{meta['model_name']} (ImageNet init)", test),
     ]
     if baseline_report:
-        lines.append(_metrics_row("same recipe, random init (baseline)", json.loads(Path(baseline_report).read_text())))
+        lines.append(_metrics_row("random init, all layers trained (baseline)", json.loads(Path(baseline_report).read_text())))
     screening = test["thresholds"].get("screening")
     if screening:
         lines += ["", f"At the screening threshold ({screening['threshold']:.3f}): sensitivity {screening['sensitivity']:.3f}, "

@@ -14,8 +14,10 @@ python -m training train --data "$data" --out runs/lite0
 cp runs/lite0/pneumonia_efficientnet_lite0.{keras,json,history.json} "$shipped/"
 model=$shipped/pneumonia_efficientnet_lite0.keras
 
-# Baseline: the same recipe without ImageNet initialisation.
-python -m training train --data "$data" --out runs/scratch --weights none
+# Baseline without ImageNet initialisation: same data, split, augmentation, loss and calibration, but every
+# layer trained with BatchNorm learning its own statistics (random ones can't be frozen), no head-only stage.
+python -m training train --data "$data" --out runs/scratch --weights none --unfreeze-blocks all \
+    --no-freeze-batchnorm --stage1-epochs 0 --stage2-epochs 10 --stage2-lr 0.001
 python -m training evaluate --model runs/scratch/pneumonia_efficientnet_lite0.keras --data "$data" \
     --split test --out "$reports/baseline_test.json" --no-plots
 

@@ -48,6 +48,7 @@ class TrainConfig:
     dropout: float = 0.3
     label_smoothing: float = 0.05
     mixup_alpha: float = 0.0  # > 0: mixup with Beta(alpha, alpha) mixing weights
+    freeze_batchnorm: bool = True  # keep ImageNet BatchNorm statistics; turn off for a random-init baseline
     weight_decay: float = 1e-4
     patience: int = 3
     augment: bool = True
@@ -146,7 +147,7 @@ def train(config: TrainConfig) -> Path:
 
     # Stage 2: unfreeze the top blocks (BatchNorm stays in inference mode), lower learning rate.
     with strategy.scope():
-        set_trainable_blocks(model, config.backbone, config.unfreeze_blocks)
+        set_trainable_blocks(model, config.backbone, config.unfreeze_blocks, config.freeze_batchnorm)
         _compile(model, config.stage2_lr, config)
     if config.stage2_epochs > 0:
         h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage2_epochs,
