@@ -57,6 +57,8 @@ def _card_parser(sub):
     p.add_argument("--ood-report")
     p.add_argument("--baseline-report")
     p.add_argument("--validation-report")
+    p.add_argument("--variant-report", dest="variant_reports", action="append",
+                   help="evaluation JSON of a variant that was tried (repeatable)")
     p.add_argument("--out", default="model/MODEL_CARD.md")
 
 

@@ -31,8 +31,24 @@ def _metrics_row(name, report):
             f"{ranking['ece']:.3f} |")
 
 
+def _variants_table(reports: list[str]) -> list[str]:
+    lines = ["", "## Variants tried (selected by validation Brier score, lower is better; test shown for reporting only)",
+             "| variant | val Brier | val ROC AUC | test ROC AUC | test accuracy | test sensitivity | test specificity |",
+             "|---|---|---|---|---|---|---|"]
+    for path in reports:
+        r = json.loads(Path(path).read_text())
+        t, v = r["model_training"], r["model_validation"]
+        d = r["thresholds"][r["default_threshold"]]
+        name = (f"{t['weights']} init, top {t['unfreeze_blocks']} blocks, mixup {t['mixup_alpha'] or 'off'}, "
+                f"stage-2 LR {t['stage2_lr']}, epochs {t['epochs_run'].get('stage1', 0)} + {t['epochs_run'].get('stage2', 0)}")
+        lines.append(f"| {name} | {v['brier']:.4f} | {v['roc_auc']:.4f} | {r['ranking']['roc_auc']:.3f} | {d['accuracy']:.3f} | "
+                     f"{d['sensitivity']:.3f} | {d['specificity']:.3f} |")
+    return lines
+
+
 def render(model_path: str, test_report: str, ood_report: str | None = None,
-           baseline_report: str | None = None, validation_report: str | None = None) -> str:
+           baseline_report: str | None = None, validation_report: str | None = None,
+           variant_reports: list[str] | None = None) -> str:
     meta = read_verified_metadata(model_path)
     test = json.loads(Path(test_report).read_text())
     training, dataset = meta["training"], meta["dataset"]
@@ -129,6 +145,8 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         lines += [f"| – {kind.replace('_', ' ')} | {v['n']} | {_pct(v['rejection_rate'])} |"
                   for kind, v in o["non_xray"]["by_kind"].items()]
         lines += [f"| official test X-rays (false rejections) | {o['xray']['n']} | {_pct(o['xray']['false_rejection_rate'])} |"]
+    if variant_reports:
+        lines += _variants_table(variant_reports)
     if NOTES.exists():
         lines += ["", NOTES.read_text().strip()]
     lines += ["", "## Figures", "Training history, ROC, precision–recall, reliability, confusion matrix and sample Grad-CAMs: "

@@ -51,6 +51,9 @@ def evaluate(model: str, data: str, out: str, split: str = "test", plots: bool =
         "split": split,
         "evaluated": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": data_lib.fingerprint(examples),
+        "model_validation": predictor.metadata["metrics"]["validation"],
+        "model_training": {k: predictor.metadata["training"].get(k) for k in
+                           ("weights", "unfreeze_blocks", "mixup_alpha", "label_smoothing", "stage2_lr", "epochs_run")},
         **evaluation_report(labels, probabilities, predictor.metadata),
     }
     out_path = Path(out)
