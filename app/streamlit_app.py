@@ -30,7 +30,7 @@ log = get_logger(__name__)  # follows `--logger.level`; never given file names, 
 SAMPLES_DIR = ROOT / "app" / "samples"
 MODEL_CARD = ROOT / "model" / "MODEL_CARD.md"
 REPORTS_DIR = SHIPPED_DIR / "reports"
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom", "tif", "tiff", "bmp", "gif", "webp"]
 COLORMAPS = ["jet", "inferno", "viridis", "magma"]
 
 
@@ -107,7 +107,7 @@ def settings_ui(metadata: dict) -> Settings:
 
 def input_ui() -> list[tuple[str, bytes]]:
     """The files to analyse: uploads if any, else the chosen sample."""
-    uploads = st.file_uploader("Upload chest X-rays (JPEG, PNG 8/16-bit, DICOM)", type=UPLOAD_TYPES,
+    uploads = st.file_uploader("Upload chest X-rays (JPEG, PNG 8/16-bit, DICOM; also TIFF, BMP, GIF, WebP)", type=UPLOAD_TYPES,
                                accept_multiple_files=True, key="uploads")
     if uploads:
         return [(upload.name, upload.getvalue()) for upload in uploads]

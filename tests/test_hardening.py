@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hardening_corpus import build_corpus
@@ -40,3 +41,40 @@ def test_every_input_through_the_cli(corpus, tiny_model, tmp_path, capsys):
             assert text in line["ood"]["reasons"], (name, line)
         if kind == "ok":
             assert not {"colour", "blank"} & set(line["ood"]["reasons"]), (name, line)
+
+
+def test_every_input_through_the_app(corpus):
+    """The whole corpus as one batch upload: each file gets its row and message, the page no traceback."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"), default_timeout=300)
+    at.run()
+    # The browser refuses other extensions before upload (Streamlit's own message); AppTest bypasses
+    # that filter, so such files are sent renamed, as a user who renamed them would.
+    allowed = {f".{t}" for t in at.file_uploader(key="uploads").allowed_type} | set(at.file_uploader(key="uploads").allowed_type)
+    names = [n if Path(n).suffix in allowed else f"{n}.png" for n, _, _ in corpus.values()]
+    files = [(name, data, "application/octet-stream") for name, (_, data, _) in zip(names, corpus.values())]
+    at.file_uploader(key="uploads").set_value(files).run()
+    assert not at.exception, at.exception
+    rows = at.dataframe[0].value.to_dict("records")
+    assert [row["file"] for row in rows] == names
+    for (name, (_, _, (kind, text))), row in zip(corpus.items(), rows):
+        if kind == "error":
+            assert text in row["message"], (name, row)
+        elif kind == "ood":
+            assert row["message"].startswith("withheld:") and row["label"] == "", (name, row)
+        else:  # analysed: a probability, or withheld for a stated reason
+            assert row["message"].startswith("withheld:") or 0 <= row["probability"] <= 1, (name, row)
+
+
+def test_huge_scans_are_decoded_at_bounded_size():
+    import numpy as np
+    from conftest import encode
+    from PIL import Image
+
+    from model.preprocessing import WORKING_MAX_SIDE, decode_image
+
+    big_jpeg = encode(Image.new("L", (9000, 7000), 90), "JPEG")  # 63 MP: decoded at reduced scale (draft)
+    big_png16 = encode(Image.fromarray(np.full((6000, 5000), 30000, np.uint16)))  # no draft for PNG: area-shrunk
+    for data in (big_jpeg, big_png16):
+        assert max(decode_image(data).shape) <= WORKING_MAX_SIDE
