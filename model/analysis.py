@@ -78,15 +78,14 @@ def rows_to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def target_probability_fn(predictor: Predictor, target: str):
-    """Batch -> probability of ``target`` (calibrated), for the faithfulness check."""
-    if target == CLASS_NAMES[1]:
-        return predictor.probabilities
-    return lambda images: 1.0 - predictor.probabilities(images)
+def target_log_odds_fn(predictor: Predictor, target: str):
+    """Batch -> calibrated log-odds of ``target``, for the faithfulness check."""
+    sign = 1.0 if target == CLASS_NAMES[1] else -1.0
+    return lambda images: sign * predictor.forward_log_odds(images)[0]
 
 
 def faithfulness(predictor: Predictor, explainer: CamExplainer, model_input: np.ndarray, method: str,
                  target: str) -> tuple[np.ndarray, FaithfulnessResult]:
     """(heatmap at model resolution, deletion check of that heatmap)."""
     heatmap = explainer.explain(model_input, method, target)
-    return heatmap, deletion_check(target_probability_fn(predictor, target), model_input, heatmap)
+    return heatmap, deletion_check(target_log_odds_fn(predictor, target), model_input, heatmap)

@@ -1,10 +1,12 @@
 """Does the heatmap really explain the decision? A deletion check in the spirit of ROAD.
 
 Remove (in-fill with a heavy blur) the image cells the heatmap ranks highest
-and measure how far the target probability falls; compare with removing the
-same number of cells at random. A faithful heatmap makes the prediction drop
-much more than random removal does. All variants go through the model as ONE
-batch.
+and measure how far the model's evidence for the target class falls; compare
+with removing the same number of cells at random. A faithful heatmap makes the
+evidence drop much more than random removal does. Evidence is measured in
+log-odds, not probability: a confident prediction (p = 0.999) barely moves in
+probability even when its evidence halves. All variants go through the model
+as ONE batch.
 """
 
 from __future__ import annotations
@@ -15,15 +17,21 @@ import cv2
 import numpy as np
 
 CELL = 16  # pixels per side of the removal grid
+MIN_MARGIN = 0.25  # log-odds: smaller differences from random removal are not called faithful
 
 
 @dataclass(frozen=True)
 class FaithfulnessResult:
     fraction: float  # share of the image removed
-    original: float  # target probability of the untouched image
+    original: float  # target score (log-odds) of the untouched image
     cam_removed: float  # after removing the most-highlighted cells
     random_removed: float  # mean over random removals of the same area
     random_spread: float  # standard deviation over the random removals
+
+    @staticmethod
+    def probability(log_odds: float) -> float:
+        """The probability a target score (log-odds) stands for, for display."""
+        return float(1.0 / (1.0 + np.exp(-log_odds)))
 
     @property
     def cam_drop(self) -> float:
@@ -36,7 +44,7 @@ class FaithfulnessResult:
     @property
     def faithful(self) -> bool:
         """The highlighted region matters more than a random one (by a margin beyond the random spread)."""
-        return self.cam_drop > self.random_drop + max(0.02, self.random_spread)
+        return self.cam_drop > self.random_drop + max(MIN_MARGIN, self.random_spread)
 
 
 def _cell_mask(cells: np.ndarray, grid: tuple[int, int], size: int) -> np.ndarray:
@@ -45,11 +53,11 @@ def _cell_mask(cells: np.ndarray, grid: tuple[int, int], size: int) -> np.ndarra
     return cv2.resize(mask.reshape(grid), (size, size), interpolation=cv2.INTER_NEAREST)
 
 
-def deletion_check(probability_fn, image: np.ndarray, heatmap: np.ndarray, fraction: float = 0.15,
+def deletion_check(score_fn, image: np.ndarray, heatmap: np.ndarray, fraction: float = 0.15,
                    n_random: int = 8, seed: int = 0) -> FaithfulnessResult:
     """Compare CAM-guided and random removal of ``fraction`` of ``image`` (S, S, 3) in [0, 1].
 
-    ``probability_fn`` maps a batch to the target class probability; ``heatmap`` is (S, S) in [0, 1].
+    ``score_fn`` maps a batch to the target class score (log-odds); ``heatmap`` is (S, S) in [0, 1].
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
@@ -64,7 +72,7 @@ def deletion_check(probability_fn, image: np.ndarray, heatmap: np.ndarray, fract
     masks += [_cell_mask(rng.choice(cell_scores.size, n_cells, replace=False), grid, size) for _ in range(n_random)]
     infill = cv2.GaussianBlur(image, (0, 0), sigmaX=size / 16)
     batch = [image] + [image * (1 - m[:, :, None]) + infill * m[:, :, None] for m in masks]
-    probabilities = np.asarray(probability_fn(np.stack(batch).astype(np.float32)), np.float64)
-    random = probabilities[2:]
-    return FaithfulnessResult(n_cells / cell_scores.size, float(probabilities[0]), float(probabilities[1]),
+    scores = np.asarray(score_fn(np.stack(batch).astype(np.float32)), np.float64)
+    random = scores[2:]
+    return FaithfulnessResult(n_cells / cell_scores.size, float(scores[0]), float(scores[1]),
                               float(random.mean()), float(random.std()))

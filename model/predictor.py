@@ -69,15 +69,19 @@ class Predictor:
         thresholds = self.metadata["thresholds"]
         return float(thresholds[thresholds["default"]]["value"])
 
-    def forward(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated PNEUMONIA probabilities, pooled features) for a preprocessed batch (N, S, S, 3)."""
+    def forward_log_odds(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated PNEUMONIA log-odds, logit / T; pooled features) for a preprocessed batch (N, S, S, 3)."""
         images = np.asarray(images, dtype=np.float32)
         if len(images) == 0:
             return np.zeros(0), np.zeros((0, 0), np.float32)
         chunks = [self._forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-        logits = np.concatenate([c[0] for c in chunks])
-        features = np.concatenate([c[1] for c in chunks])
-        return calibrated_probability(logits, self.temperature), features
+        logits = np.concatenate([c[0] for c in chunks]).astype(np.float64)
+        return logits / self.temperature, np.concatenate([c[1] for c in chunks])
+
+    def forward(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated PNEUMONIA probabilities, pooled features) for a preprocessed batch (N, S, S, 3)."""
+        log_odds, features = self.forward_log_odds(images, batch_size)
+        return calibrated_probability(log_odds, 1.0), features
 
     def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Calibrated PNEUMONIA probabilities for a preprocessed batch."""
