@@ -178,11 +178,12 @@ def report_ui(name: str, analysis: ImageAnalysis, overlay, settings: Settings, m
 
 def batch_ui(files: list[tuple[str, bytes]], settings: Settings) -> str | None:
     """Results table and CSV for several uploads; returns the file chosen for a closer look."""
-    rows = results_rows([(name, *analyze(data)) for name, data in files], settings.threshold)
+    results = [(name, *analyze(data)) for name, data in files]
+    rows = results_rows(results, settings.threshold)
     st.dataframe(rows, hide_index=True, width="stretch")
     st.download_button("Download results (CSV)", rows_to_csv(rows), file_name="pneumonia_results.csv",
                        mime="text/csv", on_click="ignore", key="csv")
-    readable = [name for (name, data) in files if analyze(data)[0] is not None]
+    readable = [name for name, analysis, _ in results if analysis is not None]
     return st.selectbox("Look closer at", readable, key="closer") if readable else None
 
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from model.artifact import CLASS_NAMES
+from model.predictor import calibrated_probability
 
 SCORECAM_CHANNELS = 32  # the most active channels used as Score-CAM masks
 
@@ -100,7 +101,7 @@ class CamExplainer:
         """
         images = np.asarray(images, np.float32)
         logits = np.concatenate([np.asarray(self._logits(images[i:i + chunk]))[:, 0] for i in range(0, len(images), chunk)])
-        return 1.0 / (1.0 + np.exp(-logits * sign))
+        return calibrated_probability(logits * sign, 1.0)
 
     def raw_cam(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1]) -> np.ndarray:
         """The map at the layer's resolution, after ReLU, before resizing and normalising."""

@@ -47,10 +47,12 @@ def _mixup(images, labels, weights, alpha, seed, batch_index):
     g2 = tf.random.stateless_gamma([batch], s + 1, alpha)
     lam = g1 / (g1 + g2)
     order = tf.random.experimental.stateless_shuffle(tf.range(batch), s + 2)
-    mix = lambda a: lam[:, None, None, None] * a + (1 - lam[:, None, None, None]) * tf.gather(a, order)  # noqa: E731
-    mixed_labels = lam * labels + (1 - lam) * tf.gather(labels, order)
-    mixed_weights = lam * weights + (1 - lam) * tf.gather(weights, order)
-    return mix(images), mixed_labels, mixed_weights
+
+    def mix(a):
+        per_example = tf.reshape(lam, tf.concat([[batch], tf.ones([tf.rank(a) - 1], tf.int32)], 0))
+        return per_example * a + (1 - per_example) * tf.gather(a, order)
+
+    return mix(images), mix(labels), mix(weights)
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42,

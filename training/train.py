@@ -104,6 +104,17 @@ def _limit(examples, per_class, seed):
     return kept
 
 
+def _split_and_load(data, limit_per_class, seed, val_fraction, preprocess):
+    """(train examples, validation examples, (x, y) train, (x, y) validation): the seeded patient split of train/."""
+    examples = _limit(data_lib.list_split(data, "train"), limit_per_class, seed)
+    train_examples, val_examples = data_lib.patient_split(examples, val_fraction, seed)
+    log.info("split: %d train / %d validation images (patients: %d / %d)", len(train_examples), len(val_examples),
+             len({e.patient for e in train_examples}), len({e.patient for e in val_examples}))
+    x_train, y_train, _ = data_lib.load_images(train_examples, preprocess)
+    x_val, y_val, _ = data_lib.load_images(val_examples, preprocess)
+    return train_examples, val_examples, (x_train, y_train), (x_val, y_val)
+
+
 def train(config: TrainConfig) -> Path:
     """Run the whole recipe; returns the path of the written ``.keras`` model."""
     import keras
@@ -117,12 +128,8 @@ def train(config: TrainConfig) -> Path:
     preprocess = PreprocessConfig.from_dict(dict(config.preprocessing, input_size=config.input_size))
 
     # Data: patient-level split of train/ only.
-    examples = _limit(data_lib.list_split(config.data, "train"), config.limit_per_class, config.seed)
-    train_examples, val_examples = data_lib.patient_split(examples, config.val_fraction, config.seed)
-    log.info("split: %d train / %d validation images (patients: %d / %d)", len(train_examples), len(val_examples),
-             len({e.patient for e in train_examples}), len({e.patient for e in val_examples}))
-    x_train, y_train, _ = data_lib.load_images(train_examples, preprocess)
-    x_val, y_val, _ = data_lib.load_images(val_examples, preprocess)
+    train_examples, val_examples, (x_train, y_train), (x_val, y_val) = _split_and_load(
+        config.data, config.limit_per_class, config.seed, config.val_fraction, preprocess)
 
     strategy = select_strategy()
     batch = config.batch_size * strategy.num_replicas_in_sync
@@ -184,8 +191,9 @@ def train(config: TrainConfig) -> Path:
 def fit_on_validation(model, input_size, x_train, x_val, y_val) -> dict:
     """Everything chosen after training, on the validation split only (the OOD statistics also
     use training features): calibration, thresholds, operating points, OOD gate, validation metrics."""
-    val_logits, val_features = forward_all(model, input_size, x_val)
-    _, train_features = forward_all(model, input_size, x_train)
+    run = compiled_forward(model, LOGIT_LAYER, input_size)  # traced once, used for both splits
+    val_logits, val_features = forward_all(run, x_val)
+    _, train_features = forward_all(run, x_train)
     temperature = metrics_lib.fit_temperature(val_logits, y_val)
     val_prob = calibrated_probability(val_logits, temperature)
     thresholds = {
@@ -216,22 +224,19 @@ def refit(model_path: str | Path, data: str) -> dict:
 
     model, meta = load_model(model_path)
     split = meta["dataset"]["split"]
-    config = PreprocessConfig.from_dict(meta["preprocessing"])
-    examples = _limit(data_lib.list_split(data, "train"), meta["training"].get("limit_per_class", 0), meta["training"]["seed"])
-    train_examples, val_examples = data_lib.patient_split(examples, split["val_fraction"], split["seed"])
+    _, val_examples, (x_train, _), (x_val, y_val) = _split_and_load(
+        data, meta["training"].get("limit_per_class", 0), split["seed"], split["val_fraction"],
+        PreprocessConfig.from_dict(meta["preprocessing"]))
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta["dataset"]["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
-    x_train, _, _ = data_lib.load_images(train_examples, config)
-    x_val, y_val, _ = data_lib.load_images(val_examples, config)
     meta.update(fit_on_validation(model, meta["input_size"], x_train, x_val, y_val))
     metadata_path(model_path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
     return meta
 
 
-def forward_all(model, input_size, images, batch_size=64):
-    """(logits, pooled features) for single-channel images (N, S, S, 1), in batches."""
-    run = compiled_forward(model, LOGIT_LAYER, input_size)
+def forward_all(run, images, batch_size=64):
+    """(logits, pooled features) for single-channel images (N, S, S, 1), in batches of ``run``."""
     chunks = [run(np.repeat(images[i:i + batch_size], 3, axis=-1)) for i in range(0, len(images), batch_size)]
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
