@@ -49,7 +49,7 @@ class Settings:
 def load_model() -> tuple[Predictor, CamExplainer]:
     predictor = Predictor.load()
     log.info("model loaded: %s", predictor.metadata["model_name"])
-    return predictor, CamExplainer.for_metadata(predictor.model, predictor.metadata)
+    return predictor, CamExplainer.for_predictor(predictor)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)

@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     predict = sub.add_parser("predict", help="classify image files (JPEG, PNG, DICOM)")
     predict.add_argument("files", nargs="+", metavar="FILE")
-    predict.add_argument("--model", default=None, help="path of a .keras model (default: the shipped model)")
+    predict.add_argument("--model", default=None, help="a .keras model path, its .json and .tflite beside it (default: the shipped model)")
     predict.add_argument("--threshold", type=float, default=None,
                          help="decision threshold in (0, 1) (default: the model's validation-chosen threshold)")
     return parser

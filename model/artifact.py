@@ -1,10 +1,12 @@
-"""The model artifact: a ``.keras`` file plus ONE metadata JSON that describes it.
+"""The model artifact: a ``.keras`` file, its LiteRT export, and ONE metadata JSON that describes both.
 
 The metadata is the single place for every fact downstream code needs: class
 names, input size, preprocessing parameters, backbone and Grad-CAM layer,
 calibration, thresholds and how they were chosen, validation operating points,
 headline metrics, split seed, dataset fingerprint and the SHA-256 of the
-``.keras`` file. Loading verifies schema and checksum before Keras sees the file.
+``.keras`` file and of its ``.tflite`` export (the same network for the small
+LiteRT interpreter the app runs). Loading verifies schema and checksums before
+any engine sees a file.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ def history_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".history.json")
 
 
+def litert_path(model_path: str | os.PathLike) -> Path:
+    """Where the LiteRT export of ``model_path`` lives."""
+    return Path(model_path).with_suffix(".tflite")
+
+
+def litert_entry(model_path: str | os.PathLike) -> dict:
+    """The metadata ``runtime`` entry for the LiteRT export written beside ``model_path``."""
+    path = litert_path(model_path)
+    return {"engine": "litert", "file": path.name, "sha256": sha256_file(path)}
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -91,6 +104,9 @@ def validate_metadata(meta: dict) -> None:
                     problems.append(f"threshold '{name}' must have a value in (0, 1)")
         if float(meta["calibration"].get("temperature", 0)) <= 0:
             problems.append("calibration.temperature must be positive")
+        runtime = meta.get("runtime")
+        if runtime is not None and not (isinstance(runtime, dict) and all(isinstance(runtime.get(k), str) for k in ("file", "sha256"))):
+            problems.append("runtime must name the LiteRT file and its sha256")
     if problems:
         raise ArtifactError("invalid model metadata: " + "; ".join(problems))
 
@@ -135,6 +151,21 @@ def read_verified_metadata(model_path: str | os.PathLike) -> dict:
             f"to its metadata (expected {meta['sha256'][:12]}…, got {actual[:12]}…). Refusing to load it."
         )
     return meta
+
+
+def verified_litert_path(model_path: str | os.PathLike, meta: dict) -> Path:
+    """The LiteRT export named in ``meta``, after checking it exists and matches its SHA-256."""
+    entry = meta.get("runtime")
+    if entry is None:
+        raise ArtifactError(f"{Path(model_path).name} has no LiteRT export; "
+                            "run 'python -m training export --model PATH' once to write it")
+    path = Path(model_path).with_name(entry["file"])
+    if not path.exists():
+        raise ArtifactError(f"LiteRT model file not found: {path}")
+    if sha256_file(path) != entry["sha256"]:
+        raise ArtifactError(f"checksum mismatch for {path.name}: the file has been modified or does not belong "
+                            "to its metadata. Refusing to load it.")
+    return path
 
 
 def load_model(model_path: str | os.PathLike = SHIPPED_MODEL):

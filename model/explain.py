@@ -1,12 +1,12 @@
 """Class activation maps: Grad-CAM, Grad-CAM++ and Score-CAM as small variants of one base.
 
-One base (:class:`CamExplainer`) owns the shared work: a gradient function
-compiled ONCE with ``tf.function`` that returns the target layer's activations,
-the gradients of the target logit with respect to them, and the logit; then
-weighting, ReLU, upsampling and normalisation. Each method only supplies its
-channel weights. The formulas follow tf-keras-vis (the tests check ours against
-it); tf-keras-vis itself rebuilds the model on every call (~0.5 s here), too
-slow for an interactive app.
+One base (:class:`CamExplainer`) owns the shared work: the model's forward
+pass (:mod:`model.runtime`, compiled once, on LiteRT in the app) returns the
+target layer's activations, the gradients of the PNEUMONIA logit with respect to
+them, and the logit; then weighting, ReLU, upsampling and normalisation. Each
+method only supplies its channel weights. The formulas follow tf-keras-vis (the
+tests check ours against it); tf-keras-vis itself rebuilds the model on every
+call (~0.5 s here), too slow for an interactive app.
 """
 
 from __future__ import annotations
@@ -63,36 +63,16 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
 
 
 class CamExplainer:
-    """Explains one model's decision; the model is never modified (a view model is built on it)."""
+    """Explains one model's decisions from its forward pass (:mod:`model.runtime`), on either engine."""
 
-    def __init__(self, model, cam_layer: str, logit_layer: str = "logit"):
-        import keras
-        import tensorflow as tf
-
-        try:
-            target = model.get_layer(cam_layer)
-        except ValueError:
-            raise ValueError(f"model has no layer named {cam_layer!r} for Grad-CAM") from None
-        size = model.inputs[0].shape[1]
-        self.input_size = size
-        view = keras.Model(model.inputs, [target.output, model.get_layer(logit_layer).output])
-
-        def activations_and_gradients(images, sign):
-            with tf.GradientTape() as tape:
-                activations, logits = view(images, training=False)
-                tape.watch(activations)
-                score = sign * logits[:, 0]
-            return activations, tape.gradient(score, activations), score
-
-        spec = tf.TensorSpec((None, size, size, 3), tf.float32)
-        self._gradients = tf.function(activations_and_gradients,
-                                      input_signature=[spec, tf.TensorSpec((), tf.float32)])
-        self._logits = tf.function(lambda images: view(images, training=False)[1], input_signature=[spec])
-        self._gradients(np.zeros((1, size, size, 3), np.float32), np.float32(1.0))  # trace once
+    def __init__(self, forward, input_size: int):
+        self._forward = forward  # images -> ForwardPass (activations and gradients included)
+        self.input_size = input_size
 
     @classmethod
-    def for_metadata(cls, model, metadata: dict) -> CamExplainer:
-        return cls(model, metadata["cam_layer"], metadata["logit_layer"])
+    def for_predictor(cls, predictor) -> CamExplainer:
+        """Shares the predictor's forward pass: one loaded network serves both."""
+        return cls(predictor.run, predictor.input_size)
 
     def target_probability(self, images: np.ndarray, sign: float = 1.0, chunk: int = 8) -> np.ndarray:
         """Probability of the target class (sign +1: PNEUMONIA, -1: NORMAL) for a batch.
@@ -100,7 +80,7 @@ class CamExplainer:
         Run in chunks: a batch of 32 at 224 px costs ~300 MB of activations at once.
         """
         images = np.asarray(images, np.float32)
-        logits = np.concatenate([np.asarray(self._logits(images[i:i + chunk]))[:, 0] for i in range(0, len(images), chunk)])
+        logits = np.concatenate([self._forward(images[i:i + chunk]).logits for i in range(0, len(images), chunk)])
         return calibrated_probability(logits * sign, 1.0)
 
     def raw_cam(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1]) -> np.ndarray:
@@ -110,9 +90,9 @@ class CamExplainer:
         if target not in CLASS_NAMES:
             raise ValueError(f"unknown target {target!r}; choose one of: {', '.join(CLASS_NAMES)}")
         sign = 1.0 if target == CLASS_NAMES[1] else -1.0
-        activations, grads, score = self._gradients(np.asarray(image, np.float32)[None], np.float32(sign))
-        activations, grads = np.asarray(activations)[0], np.asarray(grads)[0]
-        weights = CAM_METHODS[method](self, image, activations, grads, float(np.asarray(score)[0]), sign)
+        result = self._forward(np.asarray(image, np.float32)[None])
+        activations, grads = result.activations[0], sign * result.gradients[0]
+        weights = CAM_METHODS[method](self, image, activations, grads, sign * float(result.logits[0]), sign)
         return np.maximum((activations * weights).sum(axis=-1), 0.0).astype(np.float32)
 
     def explain(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],

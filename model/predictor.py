@@ -1,4 +1,9 @@
-"""Load a verified model once and predict fast (a compiled function, not ``model.predict``)."""
+"""Load a verified model once and predict fast.
+
+A :class:`Predictor` wraps a forward pass (:mod:`model.runtime`): the LiteRT
+export when loaded from disk, as the app and CLI do, or the in-process Keras
+model during training. It never imports TensorFlow itself.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,10 @@ import os
 
 import numpy as np
 
-from model.artifact import CLASS_NAMES, SHIPPED_MODEL, ArtifactError, load_model
-from model.backbones import FEATURE_LAYER
+from model.artifact import CLASS_NAMES, SHIPPED_MODEL, ArtifactError, read_verified_metadata, verified_litert_path
 from model.ood import OodDetector
 from model.preprocessing import PreprocessConfig, preprocess_bytes
+from model.runtime import ForwardPass, LiteRtForward
 
 
 def label_for(probability: float, threshold: float) -> str:
@@ -23,33 +28,11 @@ def calibrated_probability(logits: np.ndarray, temperature: float) -> np.ndarray
     return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
 
 
-def compiled_forward(model, logit_layer: str, input_size: int):
-    """A function (N, S, S, 3) float32 -> ((N,) logits, (N, D) pooled features), traced once.
-
-    One pass gives both the decision and the features the out-of-distribution
-    gate needs. ``model.predict`` on one image is ~3x slower: it builds a data
-    pipeline per call.
-    """
-    import keras
-    import tensorflow as tf
-
-    view = keras.Model(model.inputs, [model.get_layer(logit_layer).output, model.get_layer(FEATURE_LAYER).output])
-    run = tf.function(lambda images: view(images, training=False),
-                      input_signature=[tf.TensorSpec((None, input_size, input_size, 3), tf.float32)])
-    run(np.zeros((1, input_size, input_size, 3), np.float32))  # trace once, up front
-
-    def forward(images):
-        logits, features = run(np.asarray(images, dtype=np.float32))
-        return np.asarray(logits)[:, 0], np.asarray(features)
-
-    return forward
-
-
 class Predictor:
-    """A model plus its metadata; thread-safe for concurrent ``predict_*`` calls."""
+    """A forward pass plus its model's metadata; thread-safe for concurrent calls."""
 
-    def __init__(self, model, metadata: dict):
-        self.model = model
+    def __init__(self, forward, metadata: dict):
+        self.run = forward  # images -> ForwardPass; also what the explainer uses
         self.metadata = metadata
         self.preprocess_config = PreprocessConfig.from_dict(metadata["preprocessing"])
         self.temperature = float(metadata["calibration"]["temperature"])
@@ -57,12 +40,17 @@ class Predictor:
             raise ArtifactError("this model has no out-of-distribution gate fitted; "
                                 "run 'python -m training refit --model PATH --data DIR' first")
         self.ood = OodDetector(metadata["ood"])
-        self._forward = compiled_forward(model, metadata["logit_layer"], int(metadata["input_size"]))
 
     @classmethod
     def load(cls, model_path: str | os.PathLike | None = None) -> Predictor:
-        model, meta = load_model(model_path or SHIPPED_MODEL)
-        return cls(model, meta)
+        """The verified LiteRT export of ``model_path`` (default: the shipped model)."""
+        model_path = model_path or SHIPPED_MODEL
+        meta = read_verified_metadata(model_path)
+        return cls(LiteRtForward(verified_litert_path(model_path, meta)), meta)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.metadata["input_size"])
 
     @property
     def default_threshold(self) -> float:
@@ -74,9 +62,9 @@ class Predictor:
         images = np.asarray(images, dtype=np.float32)
         if len(images) == 0:
             return np.zeros(0), np.zeros((0, 0), np.float32)
-        chunks = [self._forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-        logits = np.concatenate([c[0] for c in chunks]).astype(np.float64)
-        return logits / self.temperature, np.concatenate([c[1] for c in chunks])
+        passes: list[ForwardPass] = [self.run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        logits = np.concatenate([p.logits for p in passes]).astype(np.float64)
+        return logits / self.temperature, np.concatenate([p.features for p in passes])
 
     def forward(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated PNEUMONIA probabilities, pooled features) for a preprocessed batch (N, S, S, 3)."""

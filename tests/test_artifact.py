@@ -5,22 +5,26 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from model.artifact import (
     SHIPPED_MODEL,
     ArtifactError,
     NoTrainedModelError,
+    litert_path,
     load_model,
     read_verified_metadata,
     validate_metadata,
 )
+from model.predictor import Predictor
 
 
 def _copy(tiny_model, tmp_path):
     target = tmp_path / tiny_model.name
     shutil.copy(tiny_model, target)
     shutil.copy(tiny_model.with_suffix(".json"), target.with_suffix(".json"))
+    shutil.copy(litert_path(tiny_model), litert_path(target))
     return target
 
 
@@ -38,6 +42,31 @@ def test_tampered_model_is_refused(tiny_model, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         read_verified_metadata(path)
+
+
+def test_training_writes_a_verified_litert_export(tiny_model):
+    meta = read_verified_metadata(tiny_model)
+    assert meta["runtime"] == {"engine": "litert", "file": litert_path(tiny_model).name, "sha256": meta["runtime"]["sha256"]}
+    predictor = Predictor.load(tiny_model)
+    assert predictor.probabilities(np.zeros((2, 64, 64, 3), np.float32)).shape == (2,)
+
+
+def test_tampered_litert_export_is_refused(tiny_model, tmp_path):
+    path = _copy(tiny_model, tmp_path)
+    data = bytearray(litert_path(path).read_bytes())
+    data[-100] ^= 0xFF
+    litert_path(path).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="checksum mismatch for .*tflite"):
+        Predictor.load(path)
+
+
+def test_model_without_export_says_how_to_make_one(tiny_model, tmp_path):
+    path = _copy(tiny_model, tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    del meta["runtime"]
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="python -m training export"):
+        Predictor.load(path)
 
 
 def test_metadata_for_another_file_is_refused(tiny_model, tmp_path):

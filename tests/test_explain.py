@@ -1,4 +1,4 @@
-"""CAM methods: heatmap contract, agreement with tf-keras-vis, overlay helper."""
+"""CAM methods: heatmap contract, agreement with tf-keras-vis, the LiteRT engine, overlay helper."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import pytest
 from model.backbones import build_classifier
 from model.explain import CAM_METHODS, CamExplainer, overlay_heatmap
 from model.preprocessing import preprocess_bytes
+from model.runtime import LiteRtForward, export_litert, keras_forward
+
+NETWORK = {"input_size": 224, "cam_layer": "top_activation", "logit_layer": "logit"}
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,12 @@ def lite0_model():
 
 @pytest.fixture(scope="module")
 def explainer(lite0_model):
-    return CamExplainer(lite0_model, "top_activation")
+    return CamExplainer(keras_forward(lite0_model, NETWORK), 224)
+
+
+@pytest.fixture(scope="module")
+def litert_forward(lite0_model, tmp_path_factory):
+    return LiteRtForward(export_litert(lite0_model, NETWORK, tmp_path_factory.mktemp("litert") / "m.tflite"))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +77,22 @@ def test_unknown_method_and_layer_are_explained(lite0_model, explainer, xray):
     with pytest.raises(ValueError, match="gradcam"):
         explainer.explain(xray, "magic")
     with pytest.raises(ValueError, match="no layer named"):
-        CamExplainer(lite0_model, "not_a_layer")
+        keras_forward(lite0_model, dict(NETWORK, cam_layer="not_a_layer"))
+
+
+def test_litert_export_computes_the_same_pass(lite0_model, litert_forward, xray):
+    batch = np.stack([xray, xray[::-1], np.zeros_like(xray)])
+    reference, exported = keras_forward(lite0_model, NETWORK)(batch), litert_forward(batch)
+    for name in ("logits", "features", "activations", "gradients"):
+        ours, theirs = getattr(exported, name), getattr(reference, name)
+        assert ours.shape == theirs.shape, name
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * float(np.abs(theirs).max()), err_msg=name)
+
+
+@pytest.mark.parametrize("method", sorted(CAM_METHODS))
+def test_litert_explainer_matches_tensorflow(explainer, litert_forward, xray, method):
+    litert = CamExplainer(litert_forward, 224).explain(xray, method)
+    np.testing.assert_allclose(litert, explainer.explain(xray, method), atol=2e-3)
 
 
 def test_overlay_contract():

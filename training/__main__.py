@@ -1,4 +1,4 @@
-"""``python -m training train|search|refit|ood-report|evaluate|card``: see ``--help`` of each command."""
+"""``python -m training train|search|refit|export|ood-report|evaluate|card``: see ``--help`` of each command."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ def _refit_parser(sub):
     p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
 
 
+def _export_parser(sub):
+    p = sub.add_parser("export", help="write the LiteRT export the app runs, for a model trained before exports existed")
+    p.add_argument("--model", required=True)
+
+
 def _ood_report_parser(sub):
     p = sub.add_parser("ood-report", help="measure the OOD gate: non-X-ray rejection, X-ray false rejection")
     p.add_argument("--model", required=True)
@@ -81,6 +86,7 @@ def main(argv=None) -> int:
     _train_parser(sub)
     _search_parser(sub)
     _refit_parser(sub)
+    _export_parser(sub)
     _ood_report_parser(sub)
     _card_parser(sub)
     _evaluate_parser(sub)
@@ -94,6 +100,10 @@ def main(argv=None) -> int:
         from training.train import refit
 
         refit(args["model"], args["data"])
+    elif command == "export":
+        from training.train import export
+
+        export(args["model"])
     elif command == "card":
         from training.card import write_card
 

@@ -99,7 +99,7 @@ def gradcam_grid(path, predictor, examples, probabilities, labels, per_class=4, 
     """Sample predictions with Grad-CAM overlays: ``per_class`` random images of each true class."""
     from model.explain import CamExplainer, overlay_heatmap
 
-    explainer = CamExplainer.for_metadata(predictor.model, predictor.metadata)
+    explainer = CamExplainer.for_predictor(predictor)
     rng = np.random.default_rng(seed)
     picks = [i for c in (0, 1) for i in rng.choice(np.flatnonzero(labels == c), per_class, replace=False)]
     fig, axes = plt.subplots(2, per_class, figsize=(2.6 * per_class, 5.6))

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import history_path, save_metadata
+from model.artifact import history_path, litert_entry, litert_path, save_metadata
 from model.backbones import LOGIT_LAYER, build_classifier, get_backbone, set_trainable_blocks
 from model.ood import fit_ood
-from model.predictor import calibrated_probability, compiled_forward
+from model.predictor import calibrated_probability
 from model.preprocessing import PreprocessConfig
+from model.runtime import export_litert, keras_forward
 from training import data as data_lib
 from training import metrics as metrics_lib
 
@@ -163,18 +164,19 @@ def train(config: TrainConfig) -> Path:
     train_seconds = time.time() - start
     history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
 
-    fitted = fit_on_validation(model, config.input_size, x_train, x_val, y_val)
+    network = {"input_size": config.input_size, "cam_layer": get_backbone(config.backbone).cam_layer,
+               "logit_layer": LOGIT_LAYER}
+    fitted = fit_on_validation(keras_forward(model, network), x_train, x_val, y_val)
 
     _save_clean(model, config, model_path)
-    spec = get_backbone(config.backbone)
+    export_litert(model, network, litert_path(model_path))
     save_metadata(model_path, {
         "model_name": f"pneumonia_{config.backbone}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "backbone": config.backbone,
-        "input_size": config.input_size,
         "preprocessing": preprocess.to_dict(),
-        "cam_layer": spec.cam_layer,
-        "logit_layer": LOGIT_LAYER,
+        **network,
+        "runtime": litert_entry(model_path),
         **fitted,
         "training": dict(asdict(config), train_seconds=round(train_seconds, 1),
                          epochs_run={k: len(v.get("loss", [])) for k, v in history.items()},
@@ -188,12 +190,11 @@ def train(config: TrainConfig) -> Path:
     return model_path
 
 
-def fit_on_validation(model, input_size, x_train, x_val, y_val) -> dict:
+def fit_on_validation(forward, x_train, x_val, y_val) -> dict:
     """Everything chosen after training, on the validation split only (the OOD statistics also
     use training features): calibration, thresholds, operating points, OOD gate, validation metrics."""
-    run = compiled_forward(model, LOGIT_LAYER, input_size)  # traced once, used for both splits
-    val_logits, val_features = forward_all(run, x_val)
-    _, train_features = forward_all(run, x_train)
+    val_logits, val_features = forward_all(forward, x_val)
+    _, train_features = forward_all(forward, x_train)
     temperature = metrics_lib.fit_temperature(val_logits, y_val)
     val_prob = calibrated_probability(val_logits, temperature)
     thresholds = {
@@ -229,16 +230,28 @@ def refit(model_path: str | Path, data: str) -> dict:
         PreprocessConfig.from_dict(meta["preprocessing"]))
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta["dataset"]["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
-    meta.update(fit_on_validation(model, meta["input_size"], x_train, x_val, y_val))
+    meta.update(fit_on_validation(keras_forward(model, meta), x_train, x_val, y_val))
     metadata_path(model_path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
     return meta
 
 
-def forward_all(run, images, batch_size=64):
-    """(logits, pooled features) for single-channel images (N, S, S, 1), in batches of ``run``."""
-    chunks = [run(np.repeat(images[i:i + batch_size], 3, axis=-1)) for i in range(0, len(images), batch_size)]
-    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+def forward_all(forward, images, batch_size=64):
+    """(logits, pooled features) for single-channel images (N, S, S, 1), in batches."""
+    passes = [forward(np.repeat(images[i:i + batch_size], 3, axis=-1)) for i in range(0, len(images), batch_size)]
+    return np.concatenate([p.logits for p in passes]), np.concatenate([p.features for p in passes])
+
+
+def export(model_path: str | Path) -> dict:
+    """Write the LiteRT export of an existing model and record it in the metadata (the ``.keras`` is untouched)."""
+    from model.artifact import load_model, metadata_path
+
+    model, meta = load_model(model_path)
+    export_litert(model, meta, litert_path(model_path))
+    meta["runtime"] = litert_entry(model_path)
+    metadata_path(model_path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    log.info("wrote %s", litert_path(model_path))
+    return meta
 
 
 def _save_clean(model, config, path):

@@ -1,0 +1,43 @@
+"""The serving path (app and CLI) runs on LiteRT and never imports TensorFlow: that is what keeps it small."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_SERVE = """
+import sys
+from model.analysis import analyze_bytes, faithfulness
+from model.explain import CamExplainer, overlay_heatmap
+from model.operating import operating_point
+from model.predictor import Predictor
+from model.report import render_report
+predictor = Predictor.load(sys.argv[1])
+explainer = CamExplainer.for_predictor(predictor)
+analysis = analyze_bytes(predictor, open(sys.argv[2], "rb").read())
+heatmap, check = faithfulness(predictor, explainer, analysis.model_input, "gradcam++", "PNEUMONIA")
+overlay_heatmap(analysis.display, heatmap)
+print(round(analysis.probability, 6), sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+"""
+
+
+def test_serving_path_never_imports_tensorflow(tiny_model, sample_files):
+    result = subprocess.run([sys.executable, "-c", _SERVE, str(tiny_model), str(sample_files[0])], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    probability, imported = result.stdout.strip().split(" ", 1)
+    assert 0.0 <= float(probability) <= 1.0
+    assert imported == "[]"
+
+
+def test_cli_runs_without_tensorflow(sample_files):
+    code = ("import sys, runpy; sys.argv = ['model', 'predict', sys.argv[1]]\n"
+            "try:\n    runpy.run_module('model', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('TF', 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(sample_files[0])], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"probability"' in result.stdout and result.stdout.strip().endswith("TF False")
