@@ -6,10 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _SERVE = """
 import sys
+
+import numpy as np
 from model.analysis import analyze_bytes, faithfulness
 from model.explain import CamExplainer, overlay_heatmap
 from model.operating import operating_point
@@ -41,3 +45,17 @@ def test_cli_runs_without_tensorflow(sample_files):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"probability"' in result.stdout and result.stdout.strip().endswith("TF False")
+
+
+def test_shipped_export_serves_the_shipped_keras_model(sample_files):
+    """The metrics were computed on the .tflite; the .keras is what training produced: they must agree."""
+    from model.artifact import SHIPPED_MODEL, load_model
+    from model.predictor import Predictor
+    from model.runtime import keras_forward
+
+    predictor = Predictor.load()
+    keras_model, meta = load_model(SHIPPED_MODEL)
+    images = np.stack([predictor.preprocess(path.read_bytes()) for path in sample_files])
+    served, reference = predictor.run(images), keras_forward(keras_model, meta)(images)
+    np.testing.assert_allclose(served.logits, reference.logits, atol=1e-3)
+    np.testing.assert_allclose(served.features, reference.features, atol=1e-3)
