@@ -22,6 +22,10 @@ def _ci(values):
     return f"{values[0]:.3f}–{values[1]:.3f}"
 
 
+def _unfrozen(blocks) -> str:
+    return "all blocks" if str(blocks) == "all" else f"top {blocks} blocks"
+
+
 def _metrics_row(name, report):
     default = report["thresholds"][report["default_threshold"]]
     ranking, boot = report["ranking"], report["bootstrap"]
@@ -39,7 +43,7 @@ def _variants_table(reports: list[str]) -> list[str]:
         r = json.loads(Path(path).read_text())
         t, v = r["model_training"], r["model_validation"]
         d = r["thresholds"][r["default_threshold"]]
-        name = (f"{t['weights']} init, top {t['unfreeze_blocks']} blocks, mixup {t['mixup_alpha'] or 'off'}, "
+        name = (f"{t['weights']} init, {_unfrozen(t['unfreeze_blocks'])}, mixup {t['mixup_alpha'] or 'off'}, "
                 f"stage-2 LR {t['stage2_lr']}, epochs {t['epochs_run'].get('stage1', 0)} + {t['epochs_run'].get('stage2', 0)}")
         lines.append(f"| {name} | {v['brier']:.4f} | {v['roc_auc']:.4f} | {r['ranking']['roc_auc']:.3f} | {d['accuracy']:.3f} | "
                      f"{d['sensitivity']:.3f} | {d['specificity']:.3f} |")
@@ -94,7 +98,7 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         f"{meta['preprocessing']['clahe_clip_limit']}, tiles {meta['preprocessing']['clahe_tile_grid']}) → Gaussian blur "
         f"{meta['preprocessing']['blur_kernel']}×{meta['preprocessing']['blur_kernel']} → [0, 1].",
         f"- Training: stage 1 head only ({training['epochs_run'].get('stage1', 0)} epochs, LR {training['stage1_lr']}), "
-        f"stage 2 top {training['unfreeze_blocks']} blocks unfrozen with BatchNorm frozen "
+        f"stage 2 {_unfrozen(training['unfreeze_blocks'])} unfrozen with BatchNorm frozen "
         f"({training['epochs_run'].get('stage2', 0)} epochs, LR {training['stage2_lr']}, ReduceLROnPlateau, early stopping on "
         f"validation loss, best weights restored); AdamW (weight decay {training['weight_decay']}), label smoothing "
         f"{training['label_smoothing']}, class weights {', '.join(f'{v:.2f}' for v in training['class_weights'].values())}, "
@@ -102,6 +106,8 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         f"noise) augmentation, no flips; batch {training['batch_size']}, seed {training['seed']}; "
         f"{training['train_seconds'] / 60:.0f} min on 2 CPU cores.",
         f"- Calibration: temperature scaling on validation logits, T = {meta['calibration']['temperature']:.3f}.",
+        "- Served as a float32 LiteRT export of the same forward pass (`.tflite`, its SHA-256 in the metadata): the "
+        "app and the CLI run it without TensorFlow, and every test figure below was computed on it.",
         "",
         "## Decision thresholds (chosen on validation only)",
         "| name | value | rule | validation sensitivity | validation specificity |",
