@@ -155,12 +155,12 @@ def explanation_ui(name: str, data: bytes, analysis: ImageAnalysis, settings: Se
     verdict = ("The highlighted region drives the decision more than a random one of the same size."
                if check.faithful else
                "Caution: removing the highlighted region changes the prediction no more than removing a random one.")
-    right.markdown(f"**Faithfulness check.** Blurring away the {check.fraction:.0%} of the image the heatmap ranks "
+    right.markdown(f"**Faithfulness check.** Removing the {check.fraction:.0%} of the image the heatmap ranks "
                 f"highest moves the evidence for {label} from {check.original:+.2f} to {check.cam_removed:+.2f} log-odds "
                 f"(P = {check.probability(check.original):.3f} → {check.probability(check.cam_removed):.3f}); "
-                f"blurring the same area at random "
+                f"removing the same area at random "
                 f"lowers it by {check.random_drop:.2f} ± {check.random_spread:.2f} log-odds. "
-                f"{verdict}")
+                f"{verdict} Removed pixels are in-filled from their surroundings (ROAD's noisy linear imputation).")
     return overlay
 
 

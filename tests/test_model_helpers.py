@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.faithfulness import deletion_check
+from model.faithfulness import IMPUTATION_NOISE, deletion_check, noisy_linear_imputation
 from model.operating import operating_point, predictive_values, threshold_presets
 from model.report import render_report
 
@@ -43,6 +43,19 @@ def test_deletion_check_detects_a_faithful_heatmap():
     wrong = np.zeros_like(heatmap)
     wrong[40:56, 40:56] = 1.0
     assert not deletion_check(evidence, image, wrong, fraction=0.0625).faithful
+
+
+def test_imputation_fills_smoothly_and_keeps_the_rest():
+    ramp = np.linspace(0.1, 0.9, 48, dtype=np.float32)
+    image = np.repeat((ramp[:, None] + ramp[None, :])[:, :, None] / 2, 3, axis=2)
+    mask = np.zeros((48, 48), np.float32)
+    mask[10:30, 5:25] = 1.0
+    mask[:4, -6:] = 1.0  # touching the border
+    filled = noisy_linear_imputation(image, mask, np.random.default_rng(0))
+    hidden = mask > 0.5
+    np.testing.assert_array_equal(filled[~hidden], image[~hidden])
+    assert np.abs(filled[hidden] - image[hidden]).max() < 5 * IMPUTATION_NOISE  # a plane is its neighbours' mean
+    assert filled[hidden].std() > 0.0 and 0.0 <= filled.min() and filled.max() <= 1.0
 
 
 def test_report_renders_png_and_pdf():
