@@ -34,6 +34,24 @@ def _examples(n_patients=300, seed=0):
     return examples
 
 
+def test_temporal_split_holds_out_the_latest_patients_of_each_batch():
+    from training.split_probe import acquisition_batch, temporal_split
+
+    examples = _examples() + [data_lib.Example(Path(f"NORMAL2-IM-{p:04d}-0001.jpeg"), 0, f"NORMAL2-IM-{p:04d}")
+                              for p in range(40)]
+    train, val = temporal_split(examples, 0.25)
+    assert {e.patient for e in train}.isdisjoint({e.patient for e in val})
+    assert acquisition_batch("NORMAL2-IM-0381") == "NORMAL2-IM-" and acquisition_batch("person12") == "person"
+    held = {e.patient for e in val if e.patient.startswith("NORMAL2")}
+    assert held == {f"NORMAL2-IM-{p:04d}" for p in range(30, 40)}
+    for label in (0, 1):
+        kept = [int(e.patient.split("-")[-1].replace("person", "")) for e in train
+                if e.label == label and not e.patient.startswith("NORMAL2")]
+        out = [int(e.patient.split("-")[-1].replace("person", "")) for e in val
+               if e.label == label and not e.patient.startswith("NORMAL2")]
+        assert out and max(kept) < min(out)
+
+
 def test_split_keeps_patients_apart_and_is_stratified_and_seeded():
     examples = _examples()
     train, val = data_lib.patient_split(examples, 0.15, seed=42)

@@ -1,4 +1,4 @@
-"""``python -m training train|search|refit|export|ood-report|evaluate|card``: see ``--help`` of each command."""
+"""``python -m training train|search|refit|export|split-probe|ood-report|evaluate|card``: see ``--help`` of each command."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ def _export_parser(sub):
     p.add_argument("--model", required=True)
 
 
+def _split_probe_parser(sub):
+    p = sub.add_parser("split-probe", help="is a temporal (shift-like) validation split harder than a random patient "
+                                           "split? frozen-feature probe on train/ only")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="path of the JSON report")
+
+
 def _ood_report_parser(sub):
     p = sub.add_parser("ood-report", help="measure the OOD gate: non-X-ray rejection, X-ray false rejection")
     p.add_argument("--model", required=True)
@@ -64,6 +71,7 @@ def _card_parser(sub):
     p.add_argument("--validation-report")
     p.add_argument("--variant-report", dest="variant_reports", action="append",
                    help="evaluation JSON of a variant that was tried (repeatable)")
+    p.add_argument("--split-probe-report", help="JSON of 'python -m training split-probe'")
     p.add_argument("--out", default="model/MODEL_CARD.md")
 
 
@@ -87,6 +95,7 @@ def main(argv=None) -> int:
     _search_parser(sub)
     _refit_parser(sub)
     _export_parser(sub)
+    _split_probe_parser(sub)
     _ood_report_parser(sub)
     _card_parser(sub)
     _evaluate_parser(sub)
@@ -100,6 +109,10 @@ def main(argv=None) -> int:
         from training.train import refit
 
         refit(args["model"], args["data"])
+    elif command == "split-probe":
+        from training.split_probe import split_probe
+
+        split_probe(**args)
     elif command == "export":
         from training.train import export
 

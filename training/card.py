@@ -50,9 +50,17 @@ def _variants_table(reports: list[str]) -> list[str]:
     return lines
 
 
+def _split_probe_table(path: str) -> list[str]:
+    probe = json.loads(Path(path).read_text())
+    lines = ["", "## Is a shift-like validation split harder? (train/ only)",
+             f"Probe: {probe['probe']}, refitted per split; validation ROC AUC (higher = easier split).", "",
+             "| split | validation images | validation ROC AUC |", "|---|---|---|"]
+    return lines + [f"| {r['split']} | {r['validation_images']} | {r['validation_roc_auc']:.4f} |" for r in probe["rows"]]
+
+
 def render(model_path: str, test_report: str, ood_report: str | None = None,
            baseline_report: str | None = None, validation_report: str | None = None,
-           variant_reports: list[str] | None = None) -> str:
+           variant_reports: list[str] | None = None, split_probe_report: str | None = None) -> str:
     meta = read_verified_metadata(model_path)
     test = json.loads(Path(test_report).read_text())
     training, dataset = meta["training"], meta["dataset"]
@@ -153,6 +161,8 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         lines += [f"| official test X-rays (false rejections) | {o['xray']['n']} | {_pct(o['xray']['false_rejection_rate'])} |"]
     if variant_reports:
         lines += _variants_table(variant_reports)
+    if split_probe_report:
+        lines += _split_probe_table(split_probe_report)
     if NOTES.exists():
         lines += ["", NOTES.read_text().strip()]
     lines += ["", "## Figures", "Training history, ROC, precision–recall, reliability, confusion matrix and sample Grad-CAMs: "
