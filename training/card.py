@@ -44,7 +44,8 @@ def _variants_table(reports: list[str]) -> list[str]:
         t, v = r["model_training"], r["model_validation"]
         d = r["thresholds"][r["default_threshold"]]
         name = (f"{t['weights']} init, {_unfrozen(t['unfreeze_blocks'])}, mixup {t['mixup_alpha'] or 'off'}, "
-                f"stage-2 LR {t['stage2_lr']}, epochs {t['epochs_run'].get('stage1', 0)} + {t['epochs_run'].get('stage2', 0)}")
+                f"stage-2 LR {t['stage2_lr']}, epochs {t['epochs_run'].get('stage1', 0)} + {t['epochs_run'].get('stage2', 0)}, "
+                f"seed {t['seed']}")
         lines.append(f"| {name} | {v['brier']:.4f} | {v['roc_auc']:.4f} | {r['ranking']['roc_auc']:.3f} | {d['accuracy']:.3f} | "
                      f"{d['sensitivity']:.3f} | {d['specificity']:.3f} |")
     return lines

@@ -53,7 +53,7 @@ def evaluate(model: str, data: str, out: str, split: str = "test", plots: bool =
         "dataset": data_lib.fingerprint(examples),
         "model_validation": predictor.metadata["metrics"]["validation"],
         "model_training": {k: predictor.metadata["training"].get(k) for k in
-                           ("weights", "unfreeze_blocks", "mixup_alpha", "label_smoothing", "stage2_lr", "epochs_run")},
+                           ("weights", "unfreeze_blocks", "mixup_alpha", "label_smoothing", "stage2_lr", "epochs_run", "seed")},
         **evaluation_report(labels, probabilities, predictor.metadata),
     }
     out_path = Path(out)
