@@ -94,6 +94,13 @@ def export_litert(model, metadata: dict, path: str | os.PathLike) -> Path:
     return path
 
 
+def _default_threads() -> int:
+    """The CPUs this process may use, at most 4: hosted containers often report the host's many cores, and
+    one small image gains little beyond four threads."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, available))
+
+
 class LiteRtForward:
     """images -> :class:`ForwardPass` with the LiteRT interpreter; safe to call from several threads.
 
@@ -104,7 +111,7 @@ class LiteRtForward:
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count() or 1)
+        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads or _default_threads())
         self._run = self._interpreter.get_signature_runner()
         self._lock = threading.Lock()
 
