@@ -162,12 +162,16 @@ print("RSS", [int(l.split()[1]) for l in open("/proc/self/status") if l.startswi
 """
 
 
+def _run_script(code: str) -> dict[str, str]:
+    """Run ``code`` in a fresh Python process; its ``KEY value`` lines (COLD, TF, RSS) as a dict."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return dict(line.split() for line in out.splitlines() if line.startswith(("COLD", "RSS", "TF")))
+
+
 def _serve_in_new_process(model_path, tensorflow: bool) -> tuple[float, float]:
     """(seconds to the first result, peak RSS in MB) of a fresh process serving 20 explained images."""
-    code = _COLD.format(root=str(ROOT), model=str(model_path), sample=str(SAMPLE), tensorflow=tensorflow)
     start = time.time()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    values = dict(line.split() for line in out.splitlines() if line.startswith(("COLD", "RSS", "TF")))
+    values = _run_script(_COLD.format(root=str(ROOT), model=str(model_path), sample=str(SAMPLE), tensorflow=tensorflow))
     if values["TF"] != str(int(tensorflow)):
         raise RuntimeError("the LiteRT serving path imported TensorFlow; its memory figure would be wrong")
     return float(values["COLD"]) - start, int(values["RSS"]) / 1024
@@ -203,9 +207,7 @@ print("RSS", [int(l.split()[1]) for l in open("/proc/self/status") if l.startswi
 
 def bench_app_process():
     """Peak RSS of the Streamlit app itself (AppTest runs the script in its own process) over 20 uploads."""
-    code = _APP.format(app=str(ROOT / "app" / "streamlit_app.py"), sample=str(SAMPLE))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    values = dict(line.split() for line in out.splitlines() if line.startswith(("RSS", "TF")))
+    values = _run_script(_APP.format(app=str(ROOT / "app" / "streamlit_app.py"), sample=str(SAMPLE)))
     if values["TF"] != "0":
         raise RuntimeError("the app imported TensorFlow")
     return {"app_peak_rss_mb": {"value": int(values["RSS"]) / 1024, "baseline": None}}

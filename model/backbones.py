@@ -88,6 +88,11 @@ def get_backbone(name: str) -> Backbone:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
 
 
+def network_fields(backbone: str, input_size: int) -> dict:
+    """The metadata fields the forward pass (:mod:`model.runtime`) reads: input size, Grad-CAM and logit layers."""
+    return {"input_size": input_size, "cam_layer": get_backbone(backbone).cam_layer, "logit_layer": LOGIT_LAYER}
+
+
 def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None = "imagenet",
                      input_size: int = 224, dropout: float = 0.3) -> keras.Model:
     """Backbone + head (global average pooling, dropout, dense logit, sigmoid) as one flat graph.

@@ -65,14 +65,13 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
 class CamExplainer:
     """Explains one model's decisions from its forward pass (:mod:`model.runtime`), on either engine."""
 
-    def __init__(self, forward, input_size: int):
+    def __init__(self, forward):
         self._forward = forward  # images -> ForwardPass (activations and gradients included)
-        self.input_size = input_size
 
     @classmethod
     def for_predictor(cls, predictor) -> CamExplainer:
         """Shares the predictor's forward pass: one loaded network serves both."""
-        return cls(predictor.run, predictor.input_size)
+        return cls(predictor.run)
 
     def target_probability(self, images: np.ndarray, sign: float = 1.0, chunk: int = 8) -> np.ndarray:
         """Probability of the target class (sign +1: PNEUMONIA, -1: NORMAL) for a batch.

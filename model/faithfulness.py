@@ -23,6 +23,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
+from model.predictor import calibrated_probability
+
 CELL = 16  # pixels per side of the removal grid
 MIN_MARGIN = 0.25  # log-odds: smaller differences from random removal are not called faithful
 IMPUTATION_NOISE = 0.01  # standard deviation added to imputed pixels (images in [0, 1]), as in ROAD
@@ -42,7 +44,7 @@ class FaithfulnessResult:
     @staticmethod
     def probability(log_odds: float) -> float:
         """The probability a target score (log-odds) stands for, for display."""
-        return float(1.0 / (1.0 + np.exp(-log_odds)))
+        return float(calibrated_probability(log_odds, 1.0))
 
     @property
     def cam_drop(self) -> float:

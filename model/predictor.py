@@ -49,10 +49,6 @@ class Predictor:
         return cls(LiteRtForward(verified_litert_path(model_path, meta)), meta)
 
     @property
-    def input_size(self) -> int:
-        return int(self.metadata["input_size"])
-
-    @property
     def default_threshold(self) -> float:
         thresholds = self.metadata["thresholds"]
         return float(thresholds[thresholds["default"]]["value"])

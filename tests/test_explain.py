@@ -25,7 +25,7 @@ def lite0_model():
 
 @pytest.fixture(scope="module")
 def explainer(lite0_model):
-    return CamExplainer(keras_forward(lite0_model, NETWORK), 224)
+    return CamExplainer(keras_forward(lite0_model, NETWORK))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_litert_export_computes_the_same_pass(lite0_model, litert_forward, xray)
 
 @pytest.mark.parametrize("method", sorted(CAM_METHODS))
 def test_litert_explainer_matches_tensorflow(explainer, litert_forward, xray, method):
-    litert = CamExplainer(litert_forward, 224).explain(xray, method)
+    litert = CamExplainer(litert_forward).explain(xray, method)
     np.testing.assert_allclose(litert, explainer.explain(xray, method), atol=2e-3)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import history_path, metadata_path, read_verified_metadata
+from model.artifact import history_path, read_verified_metadata, save_metadata
 from model.predictor import Predictor
 from training import data as data_lib
 from training import metrics as metrics_lib
@@ -78,6 +78,5 @@ def _record(model_path, split, report):
                               **{k: v for k, v in report["thresholds"][default].items()},
                               "at_threshold": default,
                               "screening": report["thresholds"].get("screening")}
-    path = metadata_path(model_path)
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    path = save_metadata(model_path, meta)
     log.info("recorded %s metrics in %s", split, path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from model.artifact import history_path, litert_entry, litert_path, save_metadata
-from model.backbones import LOGIT_LAYER, build_classifier, get_backbone, set_trainable_blocks
+from model.backbones import build_classifier, network_fields, set_trainable_blocks
 from model.ood import fit_ood
 from model.predictor import calibrated_probability
 from model.preprocessing import PreprocessConfig
@@ -164,8 +164,7 @@ def train(config: TrainConfig) -> Path:
     train_seconds = time.time() - start
     history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
 
-    network = {"input_size": config.input_size, "cam_layer": get_backbone(config.backbone).cam_layer,
-               "logit_layer": LOGIT_LAYER}
+    network = network_fields(config.backbone, config.input_size)
     fitted = fit_on_validation(keras_forward(model, network), x_train, x_val, y_val)
 
     _save_clean(model, config, model_path)
@@ -221,7 +220,7 @@ def refit(model_path: str | Path, data: str) -> dict:
     The ``.keras`` file is untouched, so its checksum stays valid. Test metrics
     recorded earlier are dropped: they belonged to the old thresholds.
     """
-    from model.artifact import load_model, metadata_path
+    from model.artifact import load_model
 
     model, meta = load_model(model_path)
     split = meta["dataset"]["split"]
@@ -231,7 +230,7 @@ def refit(model_path: str | Path, data: str) -> dict:
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta["dataset"]["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
     meta.update(fit_on_validation(keras_forward(model, meta), x_train, x_val, y_val))
-    metadata_path(model_path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_metadata(model_path, meta)
     log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
     return meta
 
@@ -244,12 +243,12 @@ def forward_all(forward, images, batch_size=64):
 
 def export(model_path: str | Path) -> dict:
     """Write the LiteRT export of an existing model and record it in the metadata (the ``.keras`` is untouched)."""
-    from model.artifact import load_model, metadata_path
+    from model.artifact import load_model
 
     model, meta = load_model(model_path)
     export_litert(model, meta, litert_path(model_path))
     meta["runtime"] = litert_entry(model_path)
-    metadata_path(model_path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_metadata(model_path, meta)
     log.info("wrote %s", litert_path(model_path))
     return meta
 
