@@ -59,7 +59,7 @@ def balanced_threshold(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     high = candidates[last]
     value = float(_sigmoid((_logit(low) + _logit(high)) / 2))
     sensitivity, specificity = _sens_spec(labels, probabilities, value)
-    return {"value": value, "rule": "Youden J maximum on validation, midpoint (logit space) of the maximal plateau",
+    return {"value": value, "rule": "Youden J maximum on the shift-stress validation, midpoint (logit space) of the maximal plateau",
             "sensitivity": sensitivity, "specificity": specificity}
 
 
@@ -72,7 +72,7 @@ def screening_threshold(labels: np.ndarray, probabilities: np.ndarray,
     value = float(positives[allowed_misses])  # thresholds at or below this keep the sensitivity
     value = float(np.clip(value, 1e-6, 1 - 1e-6))
     sensitivity, specificity = _sens_spec(labels, probabilities, value)
-    return {"value": value, "rule": f"highest threshold with validation sensitivity >= {min_sensitivity}",
+    return {"value": value, "rule": f"highest threshold with shift-stress validation sensitivity >= {min_sensitivity}",
             "sensitivity": sensitivity, "specificity": specificity}
 
 
@@ -115,9 +115,14 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, thresh
     }
 
 
+def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return float(skm.log_loss(labels, np.clip(np.asarray(probabilities, np.float64), 1e-12, 1 - 1e-12), labels=[0, 1]))
+
+
 def ranking_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     return {
         "roc_auc": float(skm.roc_auc_score(labels, probabilities)),
+        "log_loss": log_loss(labels, probabilities),
         "pr_auc": float(skm.average_precision_score(labels, probabilities)),
         "brier": float(skm.brier_score_loss(labels, probabilities)),
         "ece": expected_calibration_error(labels, probabilities),

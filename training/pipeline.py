@@ -10,16 +10,31 @@ a mirrored chest is not a realistic input.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 
-def build_augmenter(seed: int) -> keras.Sequential:
+@dataclass(frozen=True)
+class Geometry:
+    """Ranges of the geometric augmentation: positioning, framing, and the aspect ratio the squash to a square
+    changed. Defaults are v1's; the v2 recipe widens them and scales height and width independently."""
+
+    rotation: float = 0.03  # fraction of a full turn (0.03: about ±11°)
+    shift: float = 0.06  # fraction of the side
+    zoom_height: float = 0.12  # ± fraction
+    zoom_width: float = 0.12
+
+
+def build_augmenter(seed: int, geometry: Geometry = Geometry()) -> keras.Sequential:
+    g = geometry
     return keras.Sequential([
-        keras.layers.RandomRotation(0.03, fill_mode="constant", seed=seed),  # about ±11°
-        keras.layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed + 1),
-        keras.layers.RandomZoom((-0.12, 0.12), fill_mode="constant", seed=seed + 2),
+        keras.layers.RandomRotation(g.rotation, fill_mode="constant", seed=seed),
+        keras.layers.RandomTranslation(g.shift, g.shift, fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom((-g.zoom_height, g.zoom_height), (-g.zoom_width, g.zoom_width), fill_mode="constant",
+                                seed=seed + 2),
         keras.layers.RandomContrast(0.3, seed=seed + 3),
         keras.layers.RandomBrightness(0.15, value_range=(0.0, 1.0), seed=seed + 4),
     ], name="augment")
@@ -56,7 +71,7 @@ def _mixup(images, labels, weights, alpha, seed, batch_index):
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42,
-                 class_weights: dict | None = None, mixup_alpha: float = 0.0):
+                 class_weights: dict | None = None, mixup_alpha: float = 0.0, geometry: Geometry = Geometry()):
     """Batched ((N, S, S, 3) float32, labels (N, 1), sample weights (N,)) pipeline.
 
     Shuffled, augmented (and mixed up when ``mixup_alpha`` > 0) when ``training``.
@@ -70,7 +85,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, traini
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if training:
-        augmenter = build_augmenter(seed)
+        augmenter = build_augmenter(seed, geometry)
 
         def augment(i, batch):
             x, y, w = batch

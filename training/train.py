@@ -27,6 +27,7 @@ from model.preprocessing import PreprocessConfig
 from model.runtime import export_litert, keras_forward
 from training import data as data_lib
 from training import metrics as metrics_lib
+from training import stress
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ class TrainConfig:
     out: str
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
-    seed: int = 42
+    seed: int = 42  # initialisation of the head, data order, augmentation
+    split_seed: int = -1  # patient-level validation split; -1: the same as seed. Members of one ensemble or soup share it
     val_fraction: float = 0.15
     input_size: int = 224
     batch_size: int = 32
@@ -52,7 +54,12 @@ class TrainConfig:
     freeze_batchnorm: bool = True  # keep ImageNet BatchNorm statistics; turn off for a random-init baseline
     weight_decay: float = 1e-4
     patience: int = 3
+    schedule: str = "plateau"  # "plateau": ReduceLROnPlateau + early stopping; "cosine": fixed epochs, warm-up then cosine decay
     augment: bool = True
+    rotation: float = 0.03  # fraction of a full turn (0.03: about ±11°)
+    shift: float = 0.06  # fraction of the side
+    zoom_height: float = 0.12  # ± fraction; height and width differ for anisotropic scaling
+    zoom_width: float = 0.12
     limit_per_class: int = 0  # >0: use only this many training images per class (smoke runs, tests)
     preprocessing: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
 
@@ -68,6 +75,17 @@ def select_strategy():
     return tf.distribute.get_strategy()
 
 
+def _learning_rate(peak, config, steps_per_epoch, epochs):
+    """A constant peak, or 5 % linear warm-up then cosine decay to zero over the stage."""
+    import keras
+
+    if config.schedule != "cosine" or epochs <= 0:
+        return peak
+    total = max(2, steps_per_epoch * epochs)
+    warmup = max(1, total // 20)
+    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=peak, warmup_steps=warmup)
+
+
 def _compile(model, learning_rate, config):
     import keras
 
@@ -81,6 +99,8 @@ def _compile(model, learning_rate, config):
 def _callbacks(config, checkpoint_path):
     import keras
 
+    if config.schedule == "cosine":
+        return []  # fixed short schedule: the last epoch is kept (validation loss cannot see the shift)
     return [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, config.patience - 2)),
@@ -116,6 +136,12 @@ def _split_and_load(data, limit_per_class, seed, val_fraction, preprocess):
     return train_examples, val_examples, (x_train, y_train), (x_val, y_val)
 
 
+def geometry(config: TrainConfig):
+    from training.pipeline import Geometry
+
+    return Geometry(config.rotation, config.shift, config.zoom_height, config.zoom_width)
+
+
 def train(config: TrainConfig) -> Path:
     """Run the whole recipe; returns the path of the written ``.keras`` model."""
     import keras
@@ -129,14 +155,16 @@ def train(config: TrainConfig) -> Path:
     preprocess = PreprocessConfig.from_dict(dict(config.preprocessing, input_size=config.input_size))
 
     # Data: patient-level split of train/ only.
+    split_seed = config.seed if config.split_seed < 0 else config.split_seed
     train_examples, val_examples, (x_train, y_train), (x_val, y_val) = _split_and_load(
-        config.data, config.limit_per_class, config.seed, config.val_fraction, preprocess)
+        config.data, config.limit_per_class, split_seed, config.val_fraction, preprocess)
 
     strategy = select_strategy()
     batch = config.batch_size * strategy.num_replicas_in_sync
     weights = class_weights(y_train)
     train_ds = make_dataset(x_train, y_train, batch, training=config.augment, seed=config.seed,
-                            class_weights=weights, mixup_alpha=config.mixup_alpha)
+                            class_weights=weights, mixup_alpha=config.mixup_alpha, geometry=geometry(config))
+    steps = int(np.ceil(len(y_train) / batch))
     val_ds = make_dataset(x_val, y_val, batch, training=False)
     checkpoint = out / "best.weights.h5"
     history = {}
@@ -146,7 +174,7 @@ def train(config: TrainConfig) -> Path:
 
         # Stage 1: train the head on frozen ImageNet features.
         set_trainable_blocks(model, config.backbone, 0)
-        _compile(model, config.stage1_lr, config)
+        _compile(model, _learning_rate(config.stage1_lr, config, steps, config.stage1_epochs), config)
     start = time.time()
     if config.stage1_epochs > 0:
         h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage1_epochs,
@@ -156,7 +184,7 @@ def train(config: TrainConfig) -> Path:
     # Stage 2: unfreeze the top blocks (BatchNorm stays in inference mode), lower learning rate.
     with strategy.scope():
         set_trainable_blocks(model, config.backbone, config.unfreeze_blocks, config.freeze_batchnorm)
-        _compile(model, config.stage2_lr, config)
+        _compile(model, _learning_rate(config.stage2_lr, config, steps, config.stage2_epochs), config)
     if config.stage2_epochs > 0:
         h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage2_epochs,
                       callbacks=_callbacks(config, checkpoint), verbose=2)
@@ -181,7 +209,7 @@ def train(config: TrainConfig) -> Path:
                          epochs_run={k: len(v.get("loss", [])) for k, v in history.items()},
                          class_weights=weights),
         "dataset": {"train": data_lib.fingerprint(train_examples), "validation": data_lib.fingerprint(val_examples),
-                    "split": {"seed": config.seed, "val_fraction": config.val_fraction,
+                    "split": {"seed": split_seed, "val_fraction": config.val_fraction,
                               "grouping": "patient id from file name", "stratified": True}},
     })
     checkpoint.unlink(missing_ok=True)
@@ -190,27 +218,41 @@ def train(config: TrainConfig) -> Path:
 
 
 def fit_on_validation(forward, x_train, x_val, y_val) -> dict:
-    """Everything chosen after training, on the validation split only (the OOD statistics also
-    use training features): calibration, thresholds, operating points, OOD gate, validation metrics."""
+    """Everything chosen after training, on data carved from train/ only: temperature, thresholds and
+    operating points on the shift-stress rendering of the validation split (:mod:`training.stress`),
+    the OOD gate on clean training and validation features; metrics on both validation sets."""
     val_logits, val_features = forward_all(forward, x_val)
     _, train_features = forward_all(forward, x_train)
-    temperature = metrics_lib.fit_temperature(val_logits, y_val)
+    x_stress, y_stress = stress.stress_set(x_val, y_val)
+    stress_logits, _ = forward_all(forward, x_stress)
+    return dict(calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress),
+                ood=fit_ood(train_features, val_features))
+
+
+def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
+    """Temperature and thresholds fitted on the stress set; validation and stress metrics at the default threshold."""
+    temperature = metrics_lib.fit_temperature(stress_logits, y_stress)
+    stress_prob = calibrated_probability(stress_logits, temperature)
     val_prob = calibrated_probability(val_logits, temperature)
     thresholds = {
         "default": "balanced",
-        "balanced": metrics_lib.balanced_threshold(y_val, val_prob),
-        "screening": metrics_lib.screening_threshold(y_val, val_prob),
+        "balanced": metrics_lib.balanced_threshold(y_stress, stress_prob),
+        "screening": metrics_lib.screening_threshold(y_stress, stress_prob),
     }
-    validation = dict(metrics_lib.ranking_metrics(y_val, val_prob),
-                      **metrics_lib.classification_metrics(y_val, val_prob, thresholds["balanced"]["value"]))
+    default = thresholds["balanced"]["value"]
+    validation = dict(metrics_lib.ranking_metrics(y_val, val_prob), **metrics_lib.classification_metrics(y_val, val_prob, default))
+    stressed = dict(metrics_lib.ranking_metrics(y_stress, stress_prob),
+                    log_loss_uncalibrated=metrics_lib.log_loss(y_stress, calibrated_probability(stress_logits, 1.0)),
+                    **metrics_lib.classification_metrics(y_stress, stress_prob, default))
     log.info("validation: %s", json.dumps(validation))
+    log.info("stress validation: %s", json.dumps(stressed))
     return {
-        "calibration": {"method": "temperature scaling on validation logits", "temperature": temperature},
+        "calibration": {"method": "temperature scaling on the stress-validation logits", "temperature": temperature},
         "thresholds": thresholds,
-        "operating_points": metrics_lib.operating_points(y_val, val_prob),
-        "ood": fit_ood(train_features, val_features),
+        "operating_points": metrics_lib.operating_points(y_stress, stress_prob),
         "validation_prevalence": float(np.mean(y_val)),
-        "metrics": {"validation": validation},
+        "stress": stress.describe(),
+        "metrics": {"validation": validation, "stress_validation": stressed},
     }
 
 
