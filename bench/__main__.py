@@ -1,4 +1,5 @@
-"""Benchmarks: ``python -m bench [--model PATH] [--out bench/results.json] [--quick]``.
+"""Benchmarks: ``python -m bench [--model PATH] [--out bench/results.json]``; the real server under load:
+``python -m bench soak --help``.
 
 Prints a table and writes JSON. Every timing is the median of repeated runs
 after warm-up, and, where there is one, is also given as a ratio to a naive
@@ -246,6 +247,11 @@ def table(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        from bench.soak import main as soak
+
+        return soak(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--model", default=str(SHIPPED_MODEL))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))

@@ -1,11 +1,11 @@
 """``python -m model predict [--threshold T] [--model PATH] FILE...``
 
 Prints one JSON object per line: ``file``, ``probability``, ``label``,
-``threshold`` and ``ood`` (is the image like the training X-rays? if not, the
-probability is unreliable); or ``file`` and ``error`` for a file that cannot
-be read. The
-other files still run; the exit status is 1 if any file failed, 2 if no model
-could be loaded.
+``threshold``, ``reliable`` and ``ood`` (is the image like the training X-rays?).
+An image the gate flags has ``reliable: false`` and a ``warning`` saying why its
+probability means little; a borderline one has ``cautions``. A file that cannot
+be read gets ``file`` and ``error``; the other files still run. The exit status
+is 1 if any file failed, 2 if no model could be loaded.
 """
 
 from __future__ import annotations
@@ -28,19 +28,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _predict_file(predictor, path: str, threshold: float) -> dict:
-    from model.analysis import analyze_bytes
+    from model.analysis import analyze_bytes, reliability_note
     from model.preprocessing import ImageInputError
 
     try:
         with open(path, "rb") as f:
             data = f.read()
-        analysis = analyze_bytes(predictor, data)
+        prediction = analyze_bytes(predictor, data).prediction
     except ImageInputError as exc:
         return {"file": path, "error": str(exc)}
     except OSError as exc:
         return {"file": path, "error": f"cannot read the file: {exc.strerror or exc}"}
-    return {"file": path, "probability": round(analysis.probability, 6), "label": analysis.label(threshold),
-            "threshold": round(threshold, 6), "ood": analysis.ood.to_dict()}
+    except Exception as exc:  # one bad file never stops the others; nothing of the file is printed
+        return {"file": path, "error": f"the file could not be processed ({type(exc).__name__})"}
+    line = {"file": path, "probability": round(prediction.probability, 6), "label": prediction.label(threshold),
+            "threshold": round(threshold, 6), "reliable": prediction.ood.in_distribution, "ood": prediction.ood.to_dict()}
+    if not prediction.ood.in_distribution:
+        line["warning"] = reliability_note(prediction.ood)
+    elif prediction.cautions(threshold):
+        line["cautions"] = prediction.cautions(threshold)
+    return line
 
 
 def main(argv=None) -> int:

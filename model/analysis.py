@@ -1,14 +1,23 @@
 """From an uploaded file to everything the app shows, with no Streamlit in sight.
 
 The app caches these results per image, so moving the threshold or the overlay
-opacity never runs the network again.
+opacity never runs the network again. Each result holds little: a display copy
+of at most ``DISPLAY_MAX_SIDE`` and the model input as uint8 (the preprocessing
+ends in uint8 / 255, so nothing is lost), not full-resolution arrays.
+
+User-supplied text (file names) is data, never markup: :func:`safe_download_name`
+and :func:`rows_to_csv` make it harmless for file systems and spreadsheets; the
+app shows it as plain text.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,26 +25,61 @@ import numpy as np
 from model.artifact import CLASS_NAMES
 from model.explain import CamExplainer
 from model.faithfulness import FaithfulnessResult, deletion_check
-from model.ood import OodVerdict, image_stats
+from model.ood import HEADLINE, OodVerdict, image_stats
 from model.predictor import Predictor, label_for
 from model.preprocessing import decode_upload, preprocess_gray
 
-DISPLAY_MAX_SIDE = 1024
+DISPLAY_MAX_SIDE = 768
+BORDERLINE_LOG_ODDS = 1.0  # |logit(p) - logit(threshold)| below this: the call is borderline
+MAX_NAME_CHARS = 100
 
 
 @dataclass(frozen=True)
-class ImageAnalysis:
-    display: np.ndarray  # uint8 grayscale in the upload's own aspect ratio, at most DISPLAY_MAX_SIDE a side
-    model_input: np.ndarray  # float32 (S, S, 3) in [0, 1]: what the network saw
+class Prediction:
+    """What the model says about one image: small, so a batch's worth can be kept per session."""
+
     probability: float  # calibrated P(PNEUMONIA)
     ood: OodVerdict  # is this like the training X-rays? If not, the probability is unreliable
 
     def label(self, threshold: float) -> str:
         return label_for(self.probability, threshold)
 
+    def borderline(self, threshold: float) -> bool:
+        """Close enough to the threshold that a slightly different image could flip the call."""
+        return abs(_logit(self.probability) - _logit(threshold)) < BORDERLINE_LOG_ODDS
 
-def _display_copy(gray: np.ndarray) -> np.ndarray:
-    scale = DISPLAY_MAX_SIDE / max(gray.shape)
+    def cautions(self, threshold: float) -> list[str]:
+        """Plain-language reasons to trust this output less, beside the probability."""
+        notes = []
+        if self.borderline(threshold):
+            notes.append(f"Borderline: the probability is close to the threshold {threshold:.4g}; "
+                         "a slightly different image of the same chest could be called the other way.")
+        if self.ood.near_limit:
+            notes.append("The image is accepted by the out-of-distribution gate but lies near its limit "
+                         f"({self.ood.distance:.0%} of the way to it): less like the training X-rays than most.")
+        return notes
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    display: np.ndarray  # uint8 grayscale in the upload's own aspect ratio, at most DISPLAY_MAX_SIDE a side
+    network_view: np.ndarray  # uint8 (S, S): what the network saw, one channel
+    prediction: Prediction
+
+    @property
+    def model_input(self) -> np.ndarray:
+        """float32 (S, S, 3) in [0, 1], exactly the array the network ran on."""
+        return np.repeat((self.network_view.astype(np.float32) / 255.0)[:, :, None], 3, axis=2)
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-9), 1 - 1e-9)
+    return float(np.log(p / (1 - p)))
+
+
+def shrink_to_side(gray: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-downscale so the longer side is at most ``max_side`` (unchanged if already small enough)."""
+    scale = max_side / max(gray.shape[:2])
     if scale >= 1:
         return gray
     size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
@@ -48,34 +92,81 @@ def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:
     model_input = preprocess_gray(decoded.gray, predictor.preprocess_config)
     probabilities, features = predictor.forward(model_input[None])
     verdict = predictor.ood.check(features[0], image_stats(decoded.gray, decoded.colourfulness))
-    return ImageAnalysis(_display_copy(decoded.gray), model_input, float(probabilities[0]), verdict)
+    view = np.rint(model_input[:, :, 0] * 255.0).astype(np.uint8)
+    return ImageAnalysis(shrink_to_side(decoded.gray, DISPLAY_MAX_SIDE).copy(), view, Prediction(float(probabilities[0]), verdict))
 
 
-RESULT_COLUMNS = ("file", "probability", "label", "threshold", "message")
+def reliability_note(verdict: OodVerdict) -> str:
+    """Why an output is unreliable, for every place it is shown anyway (screen, report, table, CSV)."""
+    return f"UNRELIABLE: {HEADLINE.lower()}: {verdict.message}."
 
 
-def results_rows(results: list[tuple[str, ImageAnalysis | None, str | None]], threshold: float) -> list[dict]:
-    """Table rows for (name, analysis or None, error or None) triples.
+@dataclass(frozen=True)
+class BatchItem:
+    """One uploaded file of a batch, identified by its position, never by its name (names repeat)."""
 
-    The probability of an out-of-distribution image is withheld, never silently
-    reported. Rows hold only the user's own file name and model outputs: no
-    DICOM header field can reach them.
+    number: int  # 1-based position in the upload list
+    name: str
+    prediction: Prediction | None
+    error: str | None
+
+
+RESULT_COLUMNS = ("#", "file", "result", "probability", "label", "threshold", "reliable", "message")
+
+
+def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int] = frozenset()) -> list[dict]:
+    """Table rows for a batch: every file gets one, with a result or the reason there is none.
+
+    The probability of an out-of-distribution image is withheld unless the user
+    asked to see it (``shown_anyway``: numbers), and then marked unreliable.
+    Rows hold only the user's own file name and model outputs: no DICOM header
+    field can reach them.
     """
     rows = []
-    for name, analysis, error in results:
-        usable = analysis is not None and analysis.ood.in_distribution
-        message = error or ("" if usable else f"withheld: {analysis.ood.message}")
-        rows.append({"file": name, "probability": round(analysis.probability, 4) if usable else None,
-                     "label": analysis.label(threshold) if usable else "", "threshold": threshold, "message": message})
+    for item in items:
+        row = {"#": item.number, "file": item.name, "result": "", "probability": None, "label": "",
+               "threshold": threshold, "reliable": "", "message": ""}
+        analysis = item.prediction
+        if analysis is None:
+            row.update(result="not analysed", message=item.error or "could not be read")
+        elif analysis.ood.in_distribution:
+            label = analysis.label(threshold)
+            row.update(result=f"{label} {analysis.probability:.3f}", probability=round(analysis.probability, 4),
+                       label=label, reliable="yes", message=" ".join(analysis.cautions(threshold)))
+        elif item.number in shown_anyway:
+            label = analysis.label(threshold)
+            row.update(result=f"{label} {analysis.probability:.3f} (unreliable)", probability=round(analysis.probability, 4),
+                       label=label, reliable="NO", message=reliability_note(analysis.ood))
+        else:
+            row.update(result="withheld", reliable="NO",
+                       message=f"withheld: {HEADLINE.lower()}: {analysis.ood.message}.")
+        rows.append(row)
     return rows
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value):
+    """Text that a spreadsheet would run as a formula is prefixed with a quote (OWASP's CSV-injection advice)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def rows_to_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
+
+
+def safe_download_name(name: str, suffix: str) -> str:
+    """A file name built from an upload's name: ASCII letters, digits, '.', '-' and '_' only, at most 100 characters."""
+    stem = unicodedata.normalize("NFKD", Path(name or "").stem).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-") or "xray"
+    return stem[:MAX_NAME_CHARS - len(suffix)] + suffix
 
 
 def target_log_odds_fn(predictor: Predictor, target: str):
@@ -84,8 +175,8 @@ def target_log_odds_fn(predictor: Predictor, target: str):
     return lambda images: sign * predictor.forward_log_odds(images)[0]
 
 
-def faithfulness(predictor: Predictor, explainer: CamExplainer, model_input: np.ndarray, method: str,
-                 target: str) -> tuple[np.ndarray, FaithfulnessResult]:
+def explain_with_check(predictor: Predictor, explainer: CamExplainer, model_input: np.ndarray, method: str,
+                       target: str) -> tuple[np.ndarray, FaithfulnessResult]:
     """(heatmap at model resolution, deletion check of that heatmap)."""
     heatmap = explainer.explain(model_input, method, target)
     return heatmap, deletion_check(target_log_odds_fn(predictor, target), model_input, heatmap)

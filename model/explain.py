@@ -105,6 +105,14 @@ class CamExplainer:
         return _normalise(cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR))
 
 
+def colour_bar(colormap: str = "jet", width: int = 256, height: int = 14) -> np.ndarray:
+    """uint8 RGB strip from 0 (left) to 1 (right) of ``colormap``: the legend of :func:`overlay_heatmap`."""
+    from matplotlib import colormaps
+
+    ramp = np.linspace(0.0, 1.0, width)[None, :].repeat(height, axis=0)
+    return np.rint(colormaps[colormap](ramp)[:, :, :3] * 255).astype(np.uint8)
+
+
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", opacity: float = 0.4) -> np.ndarray:
     """Blend a [0, 1] heatmap onto an image; returns uint8 RGB of the image's size.
 

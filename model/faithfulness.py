@@ -57,7 +57,27 @@ class FaithfulnessResult:
     @property
     def faithful(self) -> bool:
         """The highlighted region matters more than a random one (by a margin beyond the random spread)."""
-        return self.cam_drop > self.random_drop + max(MIN_MARGIN, self.random_spread)
+        return self.cam_drop > 0 and self.cam_drop > self.random_drop + max(MIN_MARGIN, self.random_spread)
+
+    def describe(self, target: str) -> tuple[str, str]:
+        """(verdict, detail) in words, for one target class; "fall" is always original minus after removal."""
+        def change(value):
+            return f"falls by {value:.2f}" if value >= 0 else f"rises by {-value:.2f}"
+
+        p = self.probability
+        detail = (f"Evidence for {target} (log-odds): {self.original:+.2f} on the image (P = {p(self.original):.3f}). "
+                  f"Removing the {self.fraction:.0%} of the image the map ranks highest, it {change(self.cam_drop)} "
+                  f"(to {self.cam_removed:+.2f}, P = {p(self.cam_removed):.3f}); removing the same area at random, it "
+                  f"{change(self.random_drop)} on average (± {self.random_spread:.2f}).")
+        if self.cam_drop <= 0:
+            verdict = (f"Not faithful: removing the highlighted region did not lower the evidence for {target}, "
+                       "so the map does not show what drives this output.")
+        elif self.faithful:
+            verdict = f"Faithful: the highlighted region carries more of the evidence for {target} than a random region does."
+        else:
+            verdict = (f"Caution: removing the highlighted region lowers the evidence for {target} no more than "
+                       "removing a random region does.")
+        return verdict, detail
 
 
 def _cell_mask(cells: np.ndarray, grid: tuple[int, int], size: int) -> np.ndarray:

@@ -24,11 +24,8 @@ MIN_GRAY_STD = 6.0  # uint8 grey levels: below this the image is blank or near-u
 PCA_COMPONENTS = 32
 FIT_QUANTILE = 1.0  # the farthest validation X-ray: the test split is shifted, a tighter quantile over-rejects it
 
-MESSAGES = {
-    "colour": "This looks like a colour photograph; radiographs are greyscale.",
-    "blank": "The image is blank or nearly uniform.",
-    "features": "This does not look like a frontal pediatric chest X-ray like the ones the model was trained on.",
-}
+NEAR_LIMIT = 0.8  # feature distance ratio above which an accepted image is called close to the gate's limit
+HEADLINE = "Unlike the X-rays the model was trained on"
 
 
 @dataclass(frozen=True)
@@ -40,16 +37,29 @@ class ImageStats:
 @dataclass(frozen=True)
 class OodVerdict:
     in_distribution: bool
-    reasons: tuple[str, ...]  # keys of MESSAGES
-    distance: float | None  # feature distance / threshold: > 1 is out of distribution
+    reasons: tuple[str, ...]  # "colour", "blank", "features": the checks that fired
+    distance: float  # feature distance / threshold: > 1 is out of distribution
+    stats: ImageStats
+
+    @property
+    def near_limit(self) -> bool:
+        """Accepted, but closer to the gate's limit than most training X-rays: a caution, not a refusal."""
+        return self.in_distribution and self.distance > NEAR_LIMIT
 
     @property
     def message(self) -> str:
-        return " ".join(MESSAGES[r] for r in self.reasons)
+        """Which checks fired and by how far, in words; empty when none did."""
+        details = {
+            "colour": f"it is in colour (colour spread {self.stats.colourfulness:.2f}; grey radiographs are near 0)",
+            "blank": f"it is blank or nearly uniform (grey-level spread {self.stats.gray_std:.1f})",
+            "features": (f"its features are {self.distance:.1f}× as far from the training X-rays as the farthest "
+                         "validation X-ray (another view, body part, age group, machine or a non-X-ray)"),
+        }
+        return "; ".join(details[r] for r in self.reasons)
 
     def to_dict(self) -> dict:
         return {"in_distribution": self.in_distribution, "reasons": list(self.reasons),
-                "distance_ratio": None if self.distance is None else round(self.distance, 4), "message": self.message}
+                "distance_ratio": round(self.distance, 4), "near_limit": self.near_limit, "message": self.message}
 
 
 def image_stats(gray: np.ndarray, colourfulness: float) -> ImageStats:
@@ -113,4 +123,4 @@ class OodDetector:
         ratio = float(self.distances(np.asarray(features)[None])[0] / self.threshold)
         if ratio > 1.0:
             reasons.append("features")
-        return OodVerdict(not reasons, tuple(reasons), ratio)
+        return OodVerdict(not reasons, tuple(reasons), ratio, stats)

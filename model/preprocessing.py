@@ -20,8 +20,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Above this many pixels we refuse to decode (a 100 MP scan still fits).
-MAX_PIXELS = 120_000_000
+# Bounds on what a decode may cost, checked from the header before any pixel is decoded. A JPEG is
+# decoded at reduced scale (draft), so its bound applies to the reduced size; other formats decode in full.
+MAX_PIXELS = 120_000_000  # declared size: anything larger is refused outright
+MAX_DECODED_BYTES = 96 * 2**20  # width × height × bytes per pixel of the decode actually done
 MIN_SIDE = 32
 MAX_ASPECT_RATIO = 4.0
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -118,6 +120,7 @@ def _decode_with_pillow(data: bytes) -> DecodedImage:
             _check_pixel_count(image.size)
             if image.format == "JPEG":  # decode big JPEGs at reduced scale: fast, bounded memory
                 image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
+            _check_decoded_bytes(image)
             image = ImageOps.exif_transpose(image)
             return DecodedImage(to_uint8_gray(image), colourfulness(image))
     except ImageInputError:
@@ -138,6 +141,19 @@ def _check_pixel_count(size) -> None:
         )
 
 
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def _check_decoded_bytes(image: Image.Image) -> None:
+    width, height = image.size
+    per_pixel = _BYTES_PER_PIXEL.get(image.mode, 4)  # RGB is stored as 4 bytes a pixel too
+    if width * height * per_pixel > MAX_DECODED_BYTES:
+        raise ImageInputError(
+            f"The image is {width}×{height} pixels ({image.mode}): decoding it would take "
+            f"{width * height * per_pixel // 2**20} MB; images above {MAX_DECODED_BYTES // 2**20} MB decoded are not "
+            "accepted (a chest X-ray fits easily; try JPEG or a smaller export).")
+
+
 def _check_geometry(shape) -> None:
     height, width = shape
     if min(height, width) < MIN_SIDE:
@@ -150,13 +166,20 @@ def to_uint8_gray(image: Image.Image) -> np.ndarray:
     """A PIL image of any mode -> 2-D uint8 grayscale."""
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)  # animated: use the first frame
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        return _flatten_alpha(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return rescale_to_uint8(shrink_to_working_size(np.asarray(image)))
     return shrink_to_working_size(np.asarray(image.convert("L"), dtype=np.uint8)).copy()
+
+
+def _flatten_alpha(image: Image.Image) -> np.ndarray:
+    """Grey × alpha (transparent parts onto black), shrunk; two one-byte planes instead of RGBA copies."""
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    alpha = shrink_to_working_size(np.asarray(image.getchannel("A"), dtype=np.uint8))
+    gray = shrink_to_working_size(np.asarray(image.convert("L"), dtype=np.uint8))
+    return (gray.astype(np.uint16) * alpha // 255).astype(np.uint8)
 
 
 def shrink_to_working_size(pixels: np.ndarray) -> np.ndarray:

@@ -77,8 +77,10 @@ def keras_forward(model, metadata: dict):
     return lambda images: _to_pass(function(np.asarray(images, dtype=np.float32)))
 
 
-def export_litert(model, metadata: dict, path: str | os.PathLike) -> Path:
-    """Write the forward pass of ``model`` as a float32 LiteRT flat buffer (no quantisation)."""
+def export_litert(model, metadata: dict, path: str | os.PathLike, float16: bool = False) -> Path:
+    """Write the forward pass of ``model`` as a LiteRT flat buffer: float32, or with float16 weights
+    (half the file; computed in float32 after the weights are expanded at load, so a model whose
+    weights are already float16-representable gives the same numbers)."""
     import keras
     import tensorflow as tf
 
@@ -88,7 +90,11 @@ def export_litert(model, metadata: dict, path: str | os.PathLike) -> Path:
     archive.add_endpoint("serve", function)
     with tempfile.TemporaryDirectory() as saved_model:
         archive.write_out(saved_model, verbose=False)
-        flat_buffer = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        if float16:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        flat_buffer = converter.convert()
     path = Path(path)
     path.write_bytes(flat_buffer)
     return path

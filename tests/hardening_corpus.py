@@ -16,8 +16,8 @@ from conftest import encode, make_dicom, synthetic_xray
 from PIL import Image
 
 
-def _declared_png(width, height) -> bytes:
-    data = bytearray(encode(Image.new("L", (1, 1))))
+def _declared_png(width, height, mode="L") -> bytes:
+    data = bytearray(encode(Image.new(mode, (1, 1))))
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     return bytes(data)
@@ -35,6 +35,52 @@ def _unsupported_dicom() -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def _dicom_with(pixels=None, **header) -> bytes:
+    """A valid DICOM whose header is then changed: malformed windows, LUT functions, sizes."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(pixels if pixels is not None else synthetic_xray(30).astype(np.uint16) * 16)))
+    for keyword, value in header.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=False)
+    return buffer.getvalue()
+
+
+def _multiframe_dicom() -> bytes:
+    """Eight frames; only the first one may be decoded (frame 0 is the X-ray, the others blank)."""
+    first = synthetic_xray(31).astype(np.uint16) * 16
+    frames = np.concatenate([first[None], np.zeros((7, *first.shape), np.uint16)])
+    return _dicom_with(first, NumberOfFrames=8, PixelData=frames.tobytes())
+
+
+def _deflate_bomb(frames=256, side=1024) -> bytes:
+    """A deflated DICOM of a few hundred KB that inflates to frames × side² bytes (256 MB by default)."""
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((8, 8), np.uint8), with_pixels=False)))
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.BitsAllocated, ds.BitsStored, ds.HighBit = side, side, frames, 8, 8, 7
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    pixel_bytes = frames * side * side
+    header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, pixel_bytes)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    chunks = [deflater.compress(body.getvalue() + header)]
+    zeros = bytes(1 << 20)
+    for _ in range(pixel_bytes >> 20):
+        chunks.append(deflater.compress(zeros))
+    chunks.append(deflater.flush())
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = DicomBytesIO()
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, ds.file_meta, enforce_standard=True)
+    return out.getvalue() + b"".join(chunks)
 
 
 def _float_tiff(fill_nan: bool) -> bytes:
@@ -88,4 +134,16 @@ def build_corpus(sample_jpeg: bytes) -> dict[str, tuple[str, bytes, tuple[str, s
         "dicom_monochrome1": ("mono1.dcm", make_dicom(255 - np.asarray(xray).astype(np.uint16), "MONOCHROME1"), ("ok", None)),
         "some_nan_float": ("partnan.tiff", _float_tiff(False), ("ok", None)),
         "wrong_extension": ("xray.png", sample_jpeg, ("ok", None)),
+        # Resource bombs: small files that declare huge decodes, refused from the header.
+        "rgba_decode_bomb": ("wide.png", _declared_png(10_950, 10_950, "RGBA"), ("error", "decoding it would take")),
+        "dicom_deflate_bomb": ("deflated.dcm", _deflate_bomb(), ("error", "expands to more than")),
+        "dicom_huge_frame": ("frame.dcm", _dicom_with(Rows=9000, Columns=9000), ("error", "too large")),
+        "dicom_multiframe": ("frames.dcm", _multiframe_dicom(), ("ok", None)),
+        # Malformed headers: a plain message, or a sensible fallback (a broken window is ignored).
+        "dicom_zero_window": ("window0.dcm", _dicom_with(WindowCenter=100, WindowWidth=0), ("ok", None)),
+        "dicom_negative_window": ("window-.dcm", _dicom_with(WindowCenter=100, WindowWidth=-50), ("ok", None)),
+        "dicom_unknown_voi_function": ("voi.dcm", _dicom_with(WindowCenter=2000, WindowWidth=4000, VOILUTFunction="BOGUS"),
+                                       ("ok", None)),
+        "dicom_multivalued_rows": ("rows.dcm", _dicom_with(Rows=[256, 256]), ("error", "Rows is not a single number")),
+        "dicom_zero_columns": ("cols.dcm", _dicom_with(Columns=0), ("error", "Columns must be positive")),
     }

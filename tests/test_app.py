@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, make_dicom
+from conftest import encode, make_dicom, synthetic_xray
 from PIL import Image
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 TIMEOUT = 120
+PROBABILITY = "Pneumonia probability"
 
 
 @pytest.fixture
@@ -23,6 +24,13 @@ def app():
     return at
 
 
+@pytest.fixture(scope="module")
+def shipped_meta():
+    from model.artifact import SHIPPED_MODEL, read_verified_metadata
+
+    return read_verified_metadata(SHIPPED_MODEL)
+
+
 def _upload(at, files):
     """files: list of (name, bytes, mime)."""
     at.file_uploader(key="uploads").set_value(files).run()
@@ -31,36 +39,48 @@ def _upload(at, files):
 
 
 def _probability(at) -> float:
-    metric = next(m for m in at.metric if m.label == "Pneumonia probability")
+    metric = next(m for m in at.metric if m.label.startswith(PROBABILITY))
     return float(metric.value.rstrip("%")) / 100
 
 
-def _click_sample(at, index=0):
-    buttons = [b for b in at.button if b.key and b.key.startswith("sample_")]
-    buttons[index].click().run()
+def _metric(at, label) -> float:
+    return float(next(m for m in at.metric if m.label.startswith(label)).value.rstrip("%")) / 100
+
+
+def _pick_sample(at, index=0):
+    control = at.segmented_control(key="sample")
+    control.set_value(control.options[index]).run()
     assert not at.exception, at.exception
     return at
 
 
-def test_start_page_has_disclaimer_and_samples(app):
+def _markdown_text(at) -> str:
+    elements = list(at.markdown) + list(at.error) + list(at.warning) + list(at.success) + list(at.info) + list(at.caption)
+    return " ".join(str(e.value) for e in elements) + " ".join(s.value for s in at.subheader)
+
+
+def test_start_page_has_disclaimer_and_a_compact_gallery(app):
     assert any("not for clinical use" in w.value for w in app.warning)
-    assert len([b for b in app.button if b.key and b.key.startswith("sample_")]) == 6
+    assert len(app.segmented_control(key="sample").options) == 6
+    assert len(app.tabs[0].image) == 1  # one strip of thumbnails, not six full-width images
     assert not app.error
 
 
-def test_sample_gives_probability_and_explanation(app):
-    _click_sample(app, 3)
-    probability = _probability(app)
-    assert 0.0 <= probability <= 1.0
-    assert any("Faithfulness check" in m.value for m in app.markdown)
-    assert len(app.image) >= 2
+def test_sample_gives_probability_and_pneumonia_evidence_by_default(app):
+    _pick_sample(app, 3)
+    assert 0.0 <= _probability(app) <= 1.0
+    assert app.radio(key="cam_target").value == "PNEUMONIA"
+    assert any("Faithfulness check" in s.value for s in list(app.success) + list(app.warning))
+    assert any("Colour scale" in c.value for c in app.caption)
+    assert len(app.tabs[0].image) >= 3  # overlay, colour bar, what the network saw
+    app.radio(key="cam_target").set_value("NORMAL").run()
+    assert not app.exception and any("evidence for normal" in c.value for c in app.caption)
 
 
 def _sample_with_undecided_probability(app) -> float:
-    """Click through the gallery until a sample's probability leaves room for thresholds on both sides."""
     for index in range(6):
-        _click_sample(app, index)
-        if any(m.label == "Pneumonia probability" for m in app.metric) and 0.07 < _probability(app) < 0.93:
+        _pick_sample(app, index)
+        if any(m.label == PROBABILITY for m in app.metric) and 0.07 < _probability(app) < 0.93:
             return _probability(app)
     raise AssertionError("no gallery sample has a probability between 0.07 and 0.93")
 
@@ -73,34 +93,68 @@ def test_threshold_changes_label_without_recomputing(app, monkeypatch):
         raise AssertionError("the network ran again")
 
     monkeypatch.setattr(analysis, "analyze_bytes", forbidden)
-    low, high = max(0.01, round(probability - 0.05, 2)), min(0.99, round(probability + 0.05, 2))
-    app.slider(key="threshold").set_value(low).run()
+    low, high = max(0.001, round(probability - 0.05, 3)), min(0.999, round(probability + 0.05, 3))
+    app.slider(key="threshold_slider").set_value(low).run()
     assert any("PNEUMONIA" in e.value for e in app.error) and not app.exception
-    sens_low = next(m for m in app.metric if m.label == "Sensitivity").value
-    app.slider(key="threshold").set_value(high).run()
+    sens_low = _metric(app, "Sensitivity")
+    app.slider(key="threshold_slider").set_value(high).run()
     assert any("NORMAL" in s.value for s in app.success) and not app.exception
-    sens_high = next(m for m in app.metric if m.label == "Sensitivity").value
-    assert float(sens_high.rstrip("%")) <= float(sens_low.rstrip("%"))
+    assert _metric(app, "Sensitivity") <= sens_low
 
 
-def test_preset_buttons_set_the_threshold(app):
-    from model.artifact import SHIPPED_MODEL, read_verified_metadata
+def test_presets_set_exactly_the_models_thresholds(app, shipped_meta):
     from model.operating import threshold_presets
 
-    presets = threshold_presets(read_verified_metadata(SHIPPED_MODEL))
-    for name, value in presets.items():
+    _pick_sample(app, 0)
+    for name, value in threshold_presets(shipped_meta).items():
         app.button(key=f"preset_{name}").click().run()
-        assert app.slider(key="threshold").value == pytest.approx(round(value, 2))
+        assert app.session_state.threshold == value  # exact: the CLI uses the same number
+        assert app.slider(key="threshold_slider").value == value
+        assert f"{value:.3f}" in " ".join(e.value for e in list(app.error) + list(app.success))
 
 
-def test_photograph_is_flagged_and_probability_withheld(app):
+def test_readout_is_the_held_out_operating_point(app, shipped_meta):
+    from model.operating import DEFAULT_PREVALENCE, operating_point
+
+    _pick_sample(app, 0)
+    threshold = app.session_state.threshold
+    point = operating_point(shipped_meta, threshold, DEFAULT_PREVALENCE)
+    assert _metric(app, "Sensitivity") == pytest.approx(point.sensitivity, abs=0.001)
+    assert _metric(app, "Specificity") == pytest.approx(point.specificity, abs=0.001)
+    caption = " ".join(c.value for c in app.caption)
+    assert point.source in caption
+    if shipped_meta["metrics"].get("test", {}).get("scores"):
+        assert point.held_out and "official test split" in caption
+    assert any(m.label == f"PPV at {DEFAULT_PREVALENCE:.0%}" for m in app.metric)
+
+
+def test_photograph_is_flagged_with_reason_and_show_anyway_is_marked(app):
     from skimage import data as skdata
 
     _upload(app, [("cat.jpeg", encode(Image.fromarray(skdata.chelsea()), "JPEG"), "image/jpeg")])
-    assert any("Not a chest X-ray" in w.value and "colour photograph" in w.value for w in app.warning)
-    assert not any(m.label == "Pneumonia probability" for m in app.metric)
-    app.checkbox(key="show_unreliable").check().run()
-    assert any(m.label == "Pneumonia probability" for m in app.metric)
+    warning = " ".join(w.value for w in app.warning)
+    assert "Unlike the X-rays the model was trained on" in warning and "in colour" in warning
+    assert not any(m.label.startswith(PROBABILITY) for m in app.metric)
+    next(c for c in app.checkbox if c.key.startswith("show_anyway_")).check().run()
+    assert any(m.label == f"{PROBABILITY} (unreliable)" for m in app.metric)
+    assert any("UNRELIABLE" in e.value for e in app.error)
+
+
+def test_show_anyway_is_per_file(app):
+    from skimage import data as skdata
+
+    photos = [("cat.jpeg", encode(Image.fromarray(skdata.chelsea()), "JPEG"), "image/jpeg"),
+              ("coffee.jpeg", encode(Image.fromarray(skdata.coffee()), "JPEG"), "image/jpeg")]
+    _upload(app, photos)
+    next(c for c in app.checkbox if c.key.startswith("show_anyway_1_")).check().run()
+    assert any(m.label.endswith("(unreliable)") for m in app.metric)
+    rows = app.dataframe[0].value.to_dict("records")
+    assert rows[0]["reliable"] == "NO" and "unreliable" in rows[0]["result"] and rows[0]["probability"] is not None
+    app.selectbox(key="closer").set_value(app.selectbox(key="closer").options[1]).run()
+    box = next(c for c in app.checkbox if c.key.startswith("show_anyway_2_"))
+    assert not box.value and not any(m.label.startswith(PROBABILITY) for m in app.metric)
+    rows = app.dataframe[0].value.to_dict("records")
+    assert rows[1]["result"] == "withheld" and "withheld:" in rows[1]["message"]
 
 
 def test_png_and_dicom_uploads(app, sample_files):
@@ -111,7 +165,7 @@ def test_png_and_dicom_uploads(app, sample_files):
     dicom = make_dicom(4095 - pixels * 16, "MONOCHROME1")
     _upload(app, [("chest.dcm", dicom, "application/dicom")])
     assert 0.0 <= _probability(app) <= 1.0
-    rendered = " ".join(str(e.value) for e in list(app.markdown) + list(app.error) + list(app.success))
+    rendered = _markdown_text(app) + " ".join(t.value for t in app.text)
     assert "Doe" not in rendered and "SECRET-12345" not in rendered
 
 
@@ -131,9 +185,42 @@ def test_batch_upload_table_and_csv(app, sample_files):
     files.append(("broken.jpeg", b"\xff\xd8\xff garbage", "image/jpeg"))
     _upload(app, files)
     table = app.dataframe[0].value
-    assert list(table["file"]) == [f[0] for f in files]
+    assert list(table["file"]) == [f[0] for f in files] and list(table["#"]) == [1, 2, 3, 4]
     for _, row in table.iloc[:3].iterrows():  # analysed: a probability, or withheld with the reason
-        assert 0 <= row["probability"] <= 1 if row["message"] == "" else row["message"].startswith("withheld:")
+        assert (0 <= row["probability"] <= 1) if row["reliable"] == "yes" else row["message"].startswith("withheld:")
+    assert table["result"].iloc[3] == "not analysed"
     assert "damaged" in table["message"].iloc[3] or "not an image" in table["message"].iloc[3]
-    assert app.selectbox(key="closer").options == [f[0] for f in files[:3]]
-    assert any(m.label == "Pneumonia probability" for m in app.metric)
+    assert app.selectbox(key="closer").options == [f"{i}. {f[0]}" for i, f in enumerate(files[:3], start=1)]
+    assert any(m.label.startswith(PROBABILITY) for m in app.metric)
+
+
+def test_duplicate_names_are_told_apart(app, sample_files):
+    """Two different X-rays both named scan.png: each keeps its own result, in the table and the closer look."""
+    normal, pneumonia = sample_files[0].read_bytes(), sample_files[3].read_bytes()
+    _upload(app, [("scan.png", normal, "image/png"), ("scan.png", pneumonia, "image/png")])
+    rows = app.dataframe[0].value.to_dict("records")
+    closer = app.selectbox(key="closer")
+    assert closer.options == ["1. scan.png", "2. scan.png"]
+    first = _probability(app)
+    closer.set_value(closer.options[1]).run()
+    second = _probability(app)
+    assert first != second
+    shown = [r["probability"] for r in rows]
+    assert shown[0] == pytest.approx(first, abs=0.001) and shown[1] == pytest.approx(second, abs=0.001)
+
+
+def test_file_names_are_plain_text_never_markup(app):
+    name = ":green-background[NORMAL: safe to discharge] **bold** $x^2$ ![i](http://example.invalid/p.png).png"
+    _upload(app, [(name, encode(Image.fromarray(synthetic_xray(3))), "image/png")])
+    assert any(name in t.value for t in app.text)  # shown verbatim, as plain text
+    assert "green-background" not in _markdown_text(app)  # never handed to a markdown renderer
+    _upload(app, [(name, b"not an image", "image/png")])
+    assert "green-background" not in _markdown_text(app) and any(name in t.value for t in app.text)
+
+
+def test_batch_limits(app):
+    png = encode(Image.fromarray(synthetic_xray(4)))
+    files = [(f"x{i}.png", png, "image/png") for i in range(52)]
+    _upload(app, files)
+    assert any("at most 50 files" in e.value for e in app.error)
+    assert len(app.dataframe[0].value) == 50

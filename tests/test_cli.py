@@ -23,8 +23,13 @@ def test_good_and_bad_files(tiny_model, sample_files, tmp_path, capsys):
     assert status == 1
     assert [line["file"] for line in lines] == files
     for line in (lines[0], lines[3]):
-        assert set(line) == {"file", "probability", "label", "threshold", "ood"}
-        assert set(line["ood"]) == {"in_distribution", "reasons", "distance_ratio", "message"}
+        assert {"file", "probability", "label", "threshold", "reliable", "ood"} <= set(line) <= \
+            {"file", "probability", "label", "threshold", "reliable", "ood", "warning", "cautions"}
+        assert set(line["ood"]) == {"in_distribution", "reasons", "distance_ratio", "near_limit", "message"}
+        assert line["reliable"] == line["ood"]["in_distribution"]
+        assert ("warning" in line) == (not line["reliable"])  # a flagged image never looks like a normal result
+        if "warning" in line:
+            assert line["warning"].startswith("UNRELIABLE")
         assert 0.0 <= line["probability"] <= 1.0 and line["label"] in ("NORMAL", "PNEUMONIA")
         assert line["label"] == ("PNEUMONIA" if line["probability"] >= line["threshold"] else "NORMAL")
     assert "not an image format" in lines[1]["error"]

@@ -7,7 +7,7 @@ import pytest
 
 from model.faithfulness import IMPUTATION_NOISE, deletion_check, noisy_linear_imputation
 from model.operating import operating_point, predictive_values, threshold_presets
-from model.report import render_report
+from model.report import ReportContent, render_report, report_figure
 
 METADATA = {
     "operating_points": [{"threshold": t, "sensitivity": 1 - t / 2, "specificity": t} for t in (0.1, 0.2, 0.3)],
@@ -25,10 +25,20 @@ def test_predictive_values_hand_checked():
         predictive_values(0.9, 0.8, 1.5)
 
 
-def test_operating_point_uses_nearest_tabulated_threshold():
+def test_operating_point_falls_back_to_the_validation_table_and_says_so():
     point = operating_point(METADATA, 0.21, 0.5)
     assert (point.sensitivity, point.specificity) == (0.9, 0.2)
+    assert not point.held_out and "optimistic" in point.source
     assert threshold_presets(METADATA) == {"balanced": 0.2, "screening": 0.1}
+
+
+def test_held_out_operating_point_is_exact_at_any_threshold():
+    scores = {"NORMAL": [0.1, 0.2, 0.3, 0.6], "PNEUMONIA": [0.25, 0.5, 0.7, 0.9, 0.95]}
+    meta = dict(METADATA, metrics={"test": {"scores": scores}})
+    point = operating_point(meta, 0.5, 0.2)  # p >= 0.5 is PNEUMONIA: 4 of 5 found, 3 of 4 normals cleared
+    assert point.held_out and "official test split, 9 images (4 normal, 5 pneumonia)" == point.source
+    assert (point.sensitivity, point.specificity) == (0.8, 0.75)
+    assert operating_point(meta, 0.2236, 0.2).specificity == 0.5  # between tabulated steps: still exact
 
 
 def test_deletion_check_detects_a_faithful_heatmap():
@@ -58,12 +68,30 @@ def test_imputation_fills_smoothly_and_keeps_the_rest():
     assert filled[hidden].std() > 0.0 and 0.0 <= filled.min() and filled.max() <= 1.0
 
 
-def test_report_renders_png_and_pdf():
+def _report(unreliable=None):
     gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
     overlay = np.repeat(gray[:, :, None], 3, axis=2)
-    point = operating_point(METADATA, 0.2, 0.3)
-    png = render_report(gray, overlay, 0.42, "PNEUMONIA", point, METADATA, "Grad-CAM", "png")
-    pdf = render_report(gray, overlay, 0.42, "PNEUMONIA", point, METADATA, "Grad-CAM", "pdf")
+    meta = dict(METADATA, model_name="pneumonia_efficientnet_lite0_with_a_long_name", backbone="efficientnet_lite0")
+    return ReportContent("a very long file name " * 6 + ".png", gray, overlay, "Grad-CAM (evidence for pneumonia)", 0.42,
+                         "PNEUMONIA", operating_point(meta, 0.2, 0.3), meta, "accepted", unreliable,
+                         ("Borderline: close to the threshold.",))
+
+
+def test_report_renders_png_and_pdf():
+    png, pdf = render_report(_report(), "png"), render_report(_report(), "pdf")
     assert png.startswith(b"\x89PNG") and pdf.startswith(b"%PDF")
     with pytest.raises(ValueError):
-        render_report(gray, overlay, 0.42, "PNEUMONIA", point, METADATA, "Grad-CAM", "tiff")
+        render_report(_report(), "tiff")
+
+
+def test_report_text_stays_inside_the_page_and_marks_unreliable_output():
+    figure = report_figure(_report(unreliable="UNRELIABLE: unlike the X-rays the model was trained on: it is in colour."))
+    renderer = figure.canvas.get_renderer()
+    page = figure.bbox
+    texts = [t for t in figure.texts if t.get_text().strip()]
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text.get_text()
+    everything = " ".join(t.get_text() for t in texts)
+    for fact in ("a very long file name", "UNRELIABLE", "Generated", "SHA-256", "0" * 64, "Borderline", "Not a medical device"):
+        assert fact in everything.replace("\n", " ") or fact in everything.replace("\n", ""), fact

@@ -51,7 +51,7 @@ def test_dicom_upload_stays_in_memory_and_patient_fields_never_leak(caplog, capf
     _recording = []
     try:
         at.file_uploader(key="uploads").set_value(files).run()
-        at.selectbox(key="closer").set_value("study.dcm").run()
+        at.selectbox(key="closer").set_value("1. study.dcm").run()
         written = list(_recording)
     finally:
         _recording = None
@@ -67,11 +67,59 @@ def test_dicom_upload_stays_in_memory_and_patient_fields_never_leak(caplog, capf
 
 
 def test_results_csv_has_only_file_names_and_outputs(sample_files):
-    from model.analysis import analyze_bytes, results_rows, rows_to_csv
+    from model.analysis import BatchItem, analyze_bytes, results_rows, rows_to_csv
     from model.predictor import Predictor
 
     predictor = Predictor.load()
     dicom = make_dicom(synthetic_xray(23).astype(np.uint16) * 16, patient_name=PATIENT[0])
-    text = rows_to_csv(results_rows([("a.dcm", analyze_bytes(predictor, dicom), None)], 0.5))
-    assert text.splitlines()[0] == "file,probability,label,threshold,message"
+    text = rows_to_csv(results_rows([BatchItem(1, "a.dcm", analyze_bytes(predictor, dicom).prediction, None)], 0.5))
+    assert text.splitlines()[0] == "#,file,result,probability,label,threshold,reliable,message"
     assert not any(secret in text for secret in PATIENT)
+
+
+def test_csv_cells_cannot_run_as_formulas_and_download_names_are_safe():
+    from model.analysis import BatchItem, results_rows, rows_to_csv, safe_download_name
+
+    rows = results_rows([BatchItem(1, "=HYPERLINK(\"http://x\")", None, "damaged"), BatchItem(2, "@SUM(A1).png", None, "x")], 0.5)
+    import csv
+    import io
+
+    cells = list(csv.reader(io.StringIO(rows_to_csv(rows))))
+    assert cells[1][1].startswith("'=HYPERLINK") and cells[2][1].startswith("'@SUM")
+    long_name = ":green-background[NORMAL] ../../etc/passwd " + "x" * 300 + ".png"
+    safe = safe_download_name(long_name, "_report.pdf")
+    assert len(safe) <= 100 and safe.endswith("_report.pdf") and "/" not in safe and "[" not in safe and " " not in safe
+
+
+def test_large_uploads_are_parsed_in_memory():
+    """Starlette spools multipart parts over 1 MB to a temporary file unless the app raises its limit."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from app.server_config import keep_uploads_in_memory
+
+    keep_uploads_in_memory(50)
+    boundary = "xrayboundary"
+    payload = os.urandom(5 * 2**20)
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.dcm\"\r\n"
+            "Content-Type: application/dicom\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())]}
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def parse():
+        form = await Request(scope, receive).form()
+        upload = form["file"]
+        return await upload.read(), upload.file._rolled
+
+    global _recording
+    _recording = []
+    try:
+        data, rolled = asyncio.run(parse())
+        written = list(_recording)
+    finally:
+        _recording = None
+    assert data == payload and not rolled
+    assert written == []

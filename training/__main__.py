@@ -54,6 +54,15 @@ def _split_probe_parser(sub):
     p.add_argument("--out", required=True, help="path of the JSON report")
 
 
+def _select_parser(sub):
+    p = sub.add_parser("select", help="rank members, their weight soup and their ensemble on the stress validation; "
+                                      "write the chosen model")
+    p.add_argument("--member", dest="members", action="append", required=True, help="a member's .keras (repeatable)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="folder for selection.json and the chosen model")
+    p.add_argument("--reference", help="the previously shipped model, scored on the same stress set")
+
+
 def _ood_report_parser(sub):
     p = sub.add_parser("ood-report", help="measure the OOD gate: non-X-ray rejection, X-ray false rejection")
     p.add_argument("--model", required=True)
@@ -96,6 +105,7 @@ def main(argv=None) -> int:
     _refit_parser(sub)
     _export_parser(sub)
     _split_probe_parser(sub)
+    _select_parser(sub)
     _ood_report_parser(sub)
     _card_parser(sub)
     _evaluate_parser(sub)
@@ -113,6 +123,10 @@ def main(argv=None) -> int:
         from training.split_probe import split_probe
 
         split_probe(**args)
+    elif command == "select":
+        from training.select import select
+
+        select(**args)
     elif command == "export":
         from training.train import export
 

@@ -38,7 +38,14 @@ def evaluation_report(labels, probabilities, metadata) -> dict:
         "default_threshold": default,
     }
     report["bootstrap"] = metrics_lib.bootstrap_ci(labels, probabilities, thresholds[default]["value"])
+    report["scores"] = per_class_scores(labels, probabilities)
     return report
+
+
+def per_class_scores(labels, probabilities) -> dict:
+    """Each class's sorted probabilities (no file names): the operating table at ANY threshold, exactly."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, np.float64)
+    return {name: sorted(round(float(p), 5) for p in probabilities[labels == i]) for i, name in enumerate(("NORMAL", "PNEUMONIA"))}
 
 
 def evaluate(model: str, data: str, out: str, split: str = "test", plots: bool = True, record: bool = False) -> dict:
@@ -52,8 +59,10 @@ def evaluate(model: str, data: str, out: str, split: str = "test", plots: bool =
         "evaluated": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": data_lib.fingerprint(examples),
         "model_validation": predictor.metadata["metrics"]["validation"],
+        "model_stress_validation": predictor.metadata["metrics"].get("stress_validation"),
         "model_training": {k: predictor.metadata["training"].get(k) for k in
-                           ("weights", "unfreeze_blocks", "mixup_alpha", "label_smoothing", "stage2_lr", "epochs_run", "seed")},
+                           ("weights", "unfreeze_blocks", "mixup_alpha", "label_smoothing", "stage2_lr", "epochs_run", "seed",
+                            "schedule", "rotation", "shift", "zoom_height", "zoom_width", "soup_of")},
         **evaluation_report(labels, probabilities, predictor.metadata),
     }
     out_path = Path(out)
@@ -77,6 +86,7 @@ def _record(model_path, split, report):
     meta["metrics"][split] = {**report["ranking"], **report["bootstrap"],
                               **{k: v for k, v in report["thresholds"][default].items()},
                               "at_threshold": default,
-                              "screening": report["thresholds"].get("screening")}
+                              "screening": report["thresholds"].get("screening"),
+                              "scores": report["scores"]}
     path = save_metadata(model_path, meta)
     log.info("recorded %s metrics in %s", split, path)

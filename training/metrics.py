@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from model.predictor import calibrated_probability
 
 TEMPERATURE_RANGE = (0.05, 20.0)
+THRESHOLD_DECIMALS = 3  # stored thresholds are exactly what the app's slider can show and the CLI uses
 SCREENING_SENSITIVITY = 0.99  # the floor is 0.97; screening should miss as few as possible
 
 
@@ -57,7 +58,8 @@ def balanced_threshold(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     # thresholds in (candidates[first - 1], candidates[last]] all give the maximal J
     low = candidates[first - 1] if first > 0 else candidates[0] / 2
     high = candidates[last]
-    value = float(_sigmoid((_logit(low) + _logit(high)) / 2))
+    step = 10**-THRESHOLD_DECIMALS
+    value = float(np.clip(round(float(_sigmoid((_logit(low) + _logit(high)) / 2)), THRESHOLD_DECIMALS), step, 1 - step))
     sensitivity, specificity = _sens_spec(labels, probabilities, value)
     return {"value": value, "rule": "Youden J maximum on the shift-stress validation, midpoint (logit space) of the maximal plateau",
             "sensitivity": sensitivity, "specificity": specificity}
@@ -70,7 +72,8 @@ def screening_threshold(labels: np.ndarray, probabilities: np.ndarray,
     positives = np.sort(probabilities[labels == 1])
     allowed_misses = int(np.floor((1 - min_sensitivity) * len(positives)))
     value = float(positives[allowed_misses])  # thresholds at or below this keep the sensitivity
-    value = float(np.clip(value, 1e-6, 1 - 1e-6))
+    step = 10**-THRESHOLD_DECIMALS
+    value = float(np.clip(np.floor(value / step) * step, step, 1 - step))  # rounded down: sensitivity kept
     sensitivity, specificity = _sens_spec(labels, probabilities, value)
     return {"value": value, "rule": f"highest threshold with shift-stress validation sensitivity >= {min_sensitivity}",
             "sensitivity": sensitivity, "specificity": specificity}

@@ -91,10 +91,10 @@ def non_xray_corpus(seed: int = 0) -> list[tuple[str, bytes]]:
 
 def _rejected(predictor, data: bytes) -> tuple[bool, str]:
     try:
-        analysis = analyze_bytes(predictor, data)
+        verdict = analyze_bytes(predictor, data).prediction.ood
     except ImageInputError:
         return True, "unreadable"  # refused before the model: also never diagnosed
-    return (not analysis.ood.in_distribution), ",".join(analysis.ood.reasons) or "accepted"
+    return (not verdict.in_distribution), ",".join(verdict.reasons) or "accepted"
 
 
 def evaluate_ood(model: str, data: str, out: str, split: str = "test") -> dict:

@@ -1,0 +1,146 @@
+"""Model v2 selection: members, their weight soup and their mean-logit ensemble ranked on the stress validation.
+
+The rule (written in ``training/card_notes.md`` before any v2 model trained):
+rank by stress-validation ROC AUC; candidates within ``TIE`` of the best are
+tied, and among tied ones a single network (member or soup) is preferred, then
+the lower stress log-loss after temperature scaling. The reference (v1) is
+scored on the same stress set; v2 replaces it only if it beats its stress AUC.
+The official test split is never read here.
+
+A soup averages the weights of fine-tunes that share one initialisation
+(ImageNet) and one validation split; BatchNorm statistics are frozen ImageNet
+ones, so averaging leaves them intact. Its weights are rounded to float16, so the
+float16 LiteRT export holds exactly the numbers of the ``.keras`` file at half
+the size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from model.artifact import history_path, litert_entry, litert_path, load_model, save_metadata
+from model.backbones import build_classifier, network_fields
+from model.preprocessing import PreprocessConfig
+from model.runtime import export_litert, keras_forward
+from training import stress
+from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all
+
+log = logging.getLogger(__name__)
+
+TIE = 0.002
+
+
+def soup_weights(models) -> list[np.ndarray]:
+    """Uniform average of same-architecture models' weights, rounded to float16 precision."""
+    averaged = [np.mean(group, axis=0) for group in zip(*(m.get_weights() for m in models))]
+    return [w.astype(np.float16).astype(w.dtype) if w.dtype == np.float32 else w for w in averaged]
+
+
+def choose(rows: list[dict], reference: str | None) -> str:
+    """Name of the candidate the written rule selects (see the module docstring)."""
+    candidates = [r for r in rows if r["name"] != reference]
+    best = max(r["stress_roc_auc"] for r in candidates)
+    tied = [r for r in candidates if r["stress_roc_auc"] >= best - TIE]
+    tied.sort(key=lambda r: (r["networks"] > 1, r["stress_log_loss"]))
+    chosen = tied[0]
+    ref = next((r for r in rows if r["name"] == reference), None)
+    if ref is not None and chosen["stress_roc_auc"] <= ref["stress_roc_auc"]:
+        return reference
+    return chosen["name"]
+
+
+def _row(name, kind, networks, val_logits, y_val, stress_logits, y_stress) -> dict:
+    fitted = calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress)
+    s, v = fitted["metrics"]["stress_validation"], fitted["metrics"]["validation"]
+    return {"name": name, "kind": kind, "networks": networks, "validation_roc_auc": v["roc_auc"],
+            "validation_log_loss": v["log_loss"], "stress_roc_auc": s["roc_auc"], "stress_log_loss": s["log_loss"],
+            "stress_log_loss_uncalibrated": s["log_loss_uncalibrated"], "stress_ece": s["ece"],
+            "temperature": fitted["calibration"]["temperature"], "threshold": fitted["thresholds"]["balanced"]["value"]}
+
+
+def select(members: list[str], data: str, out: str, reference: str | None = None) -> dict:
+    """Score every candidate on the stress validation, apply the rule, write the chosen artifact into ``out``."""
+    loaded = [load_model(p) for p in members]
+    metas = [m for _, m in loaded]
+    split = metas[0]["dataset"]["split"]
+    digest = metas[0]["dataset"]["validation"]["names_sha256"]
+    if any(m["dataset"]["validation"]["names_sha256"] != digest for m in metas):
+        raise ValueError("members must share one validation split (train them with the same --split-seed)")
+    _, _, (x_train, _), (x_val, y_val) = _split_and_load(data, 0, split["seed"], split["val_fraction"],
+                                                         PreprocessConfig.from_dict(metas[0]["preprocessing"]))
+    x_stress, y_stress = stress.stress_set(x_val, y_val)
+    network = network_fields(metas[0]["backbone"], metas[0]["input_size"])
+
+    def logits_of(model):
+        forward = keras_forward(model, network)
+        return forward_all(forward, x_val)[0], forward_all(forward, x_stress)[0]
+
+    rows, member_logits = [], []
+    for path, (model, _) in zip(members, loaded):
+        val_logits, stress_logits = logits_of(model)
+        member_logits.append((val_logits, stress_logits))
+        rows.append(_row(Path(path).parent.name, "member", 1, val_logits, y_val, stress_logits, y_stress))
+    ensemble = tuple(np.mean([m[i] for m in member_logits], axis=0) for i in (0, 1))
+    rows.append(_row("ensemble", "mean logit of the members", len(members), *_pair(ensemble, y_val, y_stress)))
+    soup = build_classifier(metas[0]["backbone"], "none", metas[0]["input_size"], metas[0]["training"]["dropout"])
+    soup.set_weights(soup_weights([m for m, _ in loaded]))
+    rows.append(_row("soup", "uniform weight average of the members", 1, *_pair(logits_of(soup), y_val, y_stress)))
+    if reference:
+        ref_model, ref_meta = load_model(reference)
+        if ref_meta["dataset"]["validation"]["names_sha256"] != digest:
+            raise ValueError("the reference model was validated on another split")
+        rows.append(_row("v1 (reference)", "previously shipped", 1, *_pair(logits_of(ref_model), y_val, y_stress)))
+    chosen = choose(rows, "v1 (reference)" if reference else None)
+    for row in rows:
+        log.info("candidate %s", json.dumps(row))
+    log.info("chosen: %s", chosen)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "tie": TIE, "stress": stress.describe(),
+              "candidates": rows, "chosen": chosen, "members": [str(p) for p in members]}
+    (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
+    if chosen == "soup":
+        _write_soup(soup, metas, members, network, (x_train, x_val, y_val), out)
+    elif chosen not in ("ensemble", "v1 (reference)"):
+        source = Path(members[[Path(p).parent.name for p in members].index(chosen)])
+        for suffix in (".keras", ".tflite", ".json", ".history.json"):
+            shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
+    return report
+
+
+def _pair(logits, y_val, y_stress):
+    return logits[0], y_val, logits[1], y_stress
+
+
+def _write_soup(soup, metas, members, network, arrays, out: Path) -> Path:
+    x_train, x_val, y_val = arrays
+    model_path = out / f"pneumonia_{metas[0]['backbone']}.keras"
+    soup.save(model_path)
+    fitted = fit_on_validation(keras_forward(soup, network), x_train, x_val, y_val)
+    export_litert(soup, network, litert_path(model_path), float16=True)
+    histories = {Path(p).parent.name: json.loads(history_path(p).read_text()) for p in members if history_path(p).exists()}
+    history_path(model_path).write_text(json.dumps(histories, indent=1))
+    training = dict(metas[0]["training"], seed=None, train_seconds=round(sum(m["training"]["train_seconds"] for m in metas), 1),
+                    soup_of=[{"seed": m["training"]["seed"], "sha256": m["sha256"],
+                              "train_seconds": m["training"]["train_seconds"]} for m in metas])
+    save_metadata(model_path, {
+        "model_name": f"pneumonia_{metas[0]['backbone']}",
+        "model_version": "2",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "backbone": metas[0]["backbone"],
+        "preprocessing": metas[0]["preprocessing"],
+        **network,
+        "runtime": litert_entry(model_path),
+        **fitted,
+        "training": training,
+        "dataset": metas[0]["dataset"],
+    })
+    log.info("wrote %s", model_path)
+    return model_path
