@@ -42,7 +42,7 @@ from model.ood import HEADLINE  # noqa: E402
 from model.operating import DEFAULT_PREVALENCE, PREVALENCE_REASON, operating_point, threshold_presets  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 from model.preprocessing import ImageInputError  # noqa: E402
-from model.report import DISCLAIMER, ReportContent, render_report  # noqa: E402
+from model.report import DISCLAIMER, ReportContent, plain_summary, render_report  # noqa: E402
 
 log = get_logger(__name__)  # follows `--logger.level`; never given file names, pixels or patient data
 SAMPLES_DIR = ROOT / "app" / "samples"
@@ -350,22 +350,8 @@ def analyse_tab(metadata: dict) -> None:
     single_image_ui(uploads[0], metadata)
 
 
-def summary_text(metadata: dict) -> str:
-    """The model card's plain-language opening, from the metadata's recorded figures."""
-    test = metadata["metrics"].get("test")
-    how_good = ("No held-out figures are recorded for this model." if not test else
-                f"On the official test split ({test.get('n', 624)} X-rays of patients it never saw) it ranks a pneumonia "
-                f"X-ray above a normal one {test['roc_auc']:.1%} of the time (ROC AUC); at the default threshold it "
-                f"finds {test['sensitivity']:.0%} of pneumonia cases and clears {test['specificity']:.0%} of normal "
-                f"X-rays (accuracy {test['accuracy']:.0%}).")
-    return (f"**In short.** A research model that reads a frontal chest X-ray of a young child (1–5 years) and gives a "
-            f"calibrated probability of pneumonia, with a map of where its evidence lies. {how_good} It was trained on "
-            "one hospital's images; elsewhere it may do worse. **It must not be used** to diagnose, treat or triage "
-            "anyone, on adults or infants, on views other than frontal, or on anything but an X-ray.")
-
-
 def model_card_tab(metadata: dict) -> None:
-    st.info(summary_text(metadata))
+    st.info(plain_summary(metadata))
     if MODEL_CARD.exists():
         with st.expander("The full technical model card", expanded=False):
             st.markdown(MODEL_CARD.read_text())

@@ -252,6 +252,10 @@ def main(argv=None) -> int:
         from bench.soak import main as soak
 
         return soak(argv[1:])
+    if argv[:1] == ["infill"]:
+        from bench.infill import main as infill
+
+        return infill(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--model", default=str(SHIPPED_MODEL))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))

@@ -122,11 +122,29 @@ def noisy_linear_imputation(image: np.ndarray, mask: np.ndarray, rng: np.random.
     return np.clip(filled, 0.0, 1.0).reshape(image.shape).astype(np.float32)
 
 
+def blurred_infill(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Removed pixels replaced by a heavily blurred copy of the image (sigma 8 px): local brightness kept, detail gone."""
+    blurred = cv2.GaussianBlur(image, (0, 0), 8.0)
+    hidden = (mask > 0.5)[:, :, None]
+    return np.where(hidden, blurred, image).astype(np.float32)
+
+
+def mean_infill(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Removed pixels replaced by the image's mean grey: the classic constant baseline."""
+    hidden = (mask > 0.5)[:, :, None]
+    return np.where(hidden, image.mean(), image).astype(np.float32)
+
+
+INFILLS = {"road": noisy_linear_imputation, "blur": blurred_infill, "mean": mean_infill}
+DEFAULT_INFILL = "road"
+
+
 def deletion_check(score_fn, image: np.ndarray, heatmap: np.ndarray, fraction: float = 0.15,
-                   n_random: int = 8, seed: int = 0) -> FaithfulnessResult:
+                   n_random: int = 8, seed: int = 0, infill: str = DEFAULT_INFILL) -> FaithfulnessResult:
     """Compare CAM-guided and random removal of ``fraction`` of ``image`` (S, S, 3) in [0, 1].
 
-    ``score_fn`` maps a batch to the target class score (log-odds); ``heatmap`` is (S, S) in [0, 1].
+    ``score_fn`` maps a batch to the target class score (log-odds); ``heatmap`` is (S, S) in [0, 1];
+    ``infill`` names how removed pixels are filled (see ``INFILLS``).
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
@@ -140,7 +158,8 @@ def deletion_check(score_fn, image: np.ndarray, heatmap: np.ndarray, fraction: f
     masks = [_cell_mask(np.argsort(cell_scores)[::-1][:n_cells], grid, size)]
     masks += [_cell_mask(rng.choice(cell_scores.size, n_cells, replace=False), grid, size) for _ in range(n_random)]
     noise = np.random.default_rng(seed + 1)
-    batch = [image] + [noisy_linear_imputation(image, mask, noise) for mask in masks]
+    fill = INFILLS[infill]
+    batch = [image] + [fill(image, mask, noise) for mask in masks]
     scores = np.asarray(score_fn(np.stack(batch).astype(np.float32)), np.float64)
     random = scores[2:]
     return FaithfulnessResult(n_cells / cell_scores.size, float(scores[0]), float(scores[1]),

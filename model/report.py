@@ -37,6 +37,20 @@ class ReportContent:
     cautions: tuple[str, ...] = ()
 
 
+def plain_summary(metadata: dict) -> str:
+    """The model card's plain-language opening (the app's card tab shows the same words), from recorded figures."""
+    test = metadata["metrics"].get("test")
+    how_good = ("No held-out figures are recorded for this model." if not test else
+                f"On the official test split ({test['n']} X-rays of patients it never saw) it ranks a pneumonia "
+                f"X-ray above a normal one {test['roc_auc']:.1%} of the time (ROC AUC); at the default threshold it "
+                f"finds {test['sensitivity']:.0%} of pneumonia cases and clears {test['specificity']:.0%} of normal "
+                f"X-rays (accuracy {test['accuracy']:.0%}).")
+    return ("**In short.** A research model that reads a frontal chest X-ray of a young child (1–5 years) and gives a "
+            f"calibrated probability of pneumonia, with a map of where its evidence lies. {how_good} It was trained on "
+            "one hospital's images; elsewhere it may do worse. **It must not be used** to diagnose, treat or triage "
+            "anyone, on adults or infants, on views other than frontal, or on anything but an X-ray.")
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 

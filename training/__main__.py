@@ -63,6 +63,15 @@ def _select_parser(sub):
     p.add_argument("--reference", help="the previously shipped model, scored on the same stress set")
 
 
+def _agreement_parser(sub):
+    p = sub.add_parser("agreement", help="after selection: score every candidate on the test split (reporting only) and "
+                                         "say whether the stress ranking agreed")
+    p.add_argument("--selection", required=True, help="selection.json written by 'select'")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True)
+
+
 def _ood_report_parser(sub):
     p = sub.add_parser("ood-report", help="measure the OOD gate: non-X-ray rejection, X-ray false rejection")
     p.add_argument("--model", required=True)
@@ -81,6 +90,9 @@ def _card_parser(sub):
     p.add_argument("--variant-report", dest="variant_reports", action="append",
                    help="evaluation JSON of a variant that was tried (repeatable)")
     p.add_argument("--split-probe-report", help="JSON of 'python -m training split-probe'")
+    p.add_argument("--reference-report", help="test evaluation JSON of the previously shipped model")
+    p.add_argument("--selection-report", help="selection.json of 'python -m training select'")
+    p.add_argument("--agreement-report", help="JSON of 'python -m training agreement'")
     p.add_argument("--out", default="model/MODEL_CARD.md")
 
 
@@ -106,6 +118,7 @@ def main(argv=None) -> int:
     _export_parser(sub)
     _split_probe_parser(sub)
     _select_parser(sub)
+    _agreement_parser(sub)
     _ood_report_parser(sub)
     _card_parser(sub)
     _evaluate_parser(sub)
@@ -127,6 +140,10 @@ def main(argv=None) -> int:
         from training.select import select
 
         select(**args)
+    elif command == "agreement":
+        from training.select import agreement
+
+        agreement(**args)
     elif command == "export":
         from training.train import export
 

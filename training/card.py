@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from model.artifact import read_verified_metadata
+from model.report import plain_summary
 
 NOTES = Path(__file__).with_name("card_notes.md")
 
@@ -36,7 +37,8 @@ def _metrics_row(name, report):
 
 
 def _variants_table(reports: list[str]) -> list[str]:
-    lines = ["", "## Variants tried (selected by validation Brier score, lower is better; test shown for reporting only)",
+    lines = ["", "## Earlier variants (model v1 era, selected by validation Brier score; their models were not kept, so "
+                 "they have no stress-validation figures; test shown for reporting only)",
              "| variant | val Brier | val ROC AUC | test ROC AUC | test accuracy | test sensitivity | test specificity |",
              "|---|---|---|---|---|---|---|"]
     for path in reports:
@@ -51,6 +53,66 @@ def _variants_table(reports: list[str]) -> list[str]:
     return lines
 
 
+def _selection_table(selection: str, agreement: str | None) -> list[str]:
+    sel = json.loads(Path(selection).read_text())
+    test = {r["name"]: r for r in json.loads(Path(agreement).read_text())["candidates"]} if agreement else {}
+    lines = ["", "## Model selection on the shift-stress validation",
+             f"Rule (written before any v2 model trained): {sel['rule']} Chosen: **{sel['chosen']}**.",
+             f"Stress set: every validation image rendered {sel['stress']['renders_per_image']} times "
+             f"(seed {sel['stress']['seed']}); ranges: " + ", ".join(f"{k} {v}" for k, v in sel['stress']['ranges'].items()) + ".",
+             "", "| candidate | networks | val ROC AUC | stress ROC AUC | stress log-loss | stress ECE | test ROC AUC "
+             "(after the choice) | test log-loss |", "|---|---|---|---|---|---|---|---|"]
+    for r in sel["candidates"]:
+        t = test.get(r["name"], {})
+        chosen = " (chosen)" if r["name"] == sel["chosen"] else ""
+        lines.append(f"| {r['name']}{chosen} | {r['networks']} | {r['validation_roc_auc']:.4f} | {r['stress_roc_auc']:.4f} | "
+                     f"{r['stress_log_loss']:.4f} | {r['stress_ece']:.3f} | "
+                     f"{t.get('test_roc_auc', float('nan')):.4f} | {t.get('test_log_loss', float('nan')):.4f} |")
+    if agreement:
+        a = json.loads(Path(agreement).read_text())
+        verdict = ("agreed" if a["kendall_tau"] > 0.5 else "partly agreed" if a["kendall_tau"] > 0 else "did not agree")
+        lines += ["", f"**Did the stress ranking agree with the test ranking?** Kendall's tau between stress and test ROC AUC "
+                      f"over the {len(a['candidates'])} candidates: {a['kendall_tau']:.2f} (p = {a['kendall_p']:.2f}): it "
+                      f"{verdict}. The chosen candidate ranks {a['chosen_rank_on_split']} of {len(a['candidates'])} on test; "
+                      f"the best on test is {a['best_on_split']}. This is the evidence for or against the method; it was "
+                      "computed once, after the choice, and changed nothing."]
+    return lines
+
+
+def _floors(test: dict) -> list[str]:
+    default = test["thresholds"][test["default_threshold"]]
+    checks = [("ROC AUC ≥ 0.975", test["ranking"]["roc_auc"] >= 0.975, f"{test['ranking']['roc_auc']:.3f}"),
+              ("accuracy ≥ 0.92 at the default threshold", default["accuracy"] >= 0.92, f"{default['accuracy']:.3f}"),
+              ("sensitivity ≥ 0.95 at the default threshold", default["sensitivity"] >= 0.95, f"{default['sensitivity']:.3f}"),
+              ("ECE ≤ 0.05", test["ranking"]["ece"] <= 0.05, f"{test['ranking']['ece']:.3f}")]
+    return ["", "Against the project's floors on the test split: " + "; ".join(
+        f"{name}: {value} ({'met' if ok else 'MISSED'})" for name, ok, value in checks) + "."]
+
+
+def _recipe(training: dict) -> str:
+    """The training recipe in words, from the metadata (the numbers live in the training config, not here)."""
+    if training.get("schedule") == "cosine":
+        schedule = (f"{training['epochs_run'].get('stage2', training.get('stage2_epochs'))} epochs of "
+                    f"{_unfrozen(training['unfreeze_blocks'])} fine-tuned with BatchNorm frozen, AdamW with 5 % warm-up "
+                    f"then cosine decay from peak LR {training['stage2_lr']}, the last epoch kept")
+    else:
+        schedule = (f"stage 1 head only ({training['epochs_run'].get('stage1', 0)} epochs, LR {training['stage1_lr']}), "
+                    f"stage 2 {_unfrozen(training['unfreeze_blocks'])} with BatchNorm frozen "
+                    f"({training['epochs_run'].get('stage2', 0)} epochs, LR {training['stage2_lr']}, ReduceLROnPlateau, "
+                    "early stopping on validation loss)")
+    geometry = (f"rotation ±{training.get('rotation', 0.03) * 360:.0f}°, shift {training.get('shift', 0.06):.0%}, zoom "
+                f"height ±{training.get('zoom_height', 0.12):.0%} and width ±{training.get('zoom_width', 0.12):.0%}")
+    members = training.get("soup_of")
+    soup = (f" The shipped network is the uniform weight average (soup) of {len(members)} such fine-tunes with seeds "
+            f"{', '.join(str(m['seed']) for m in members)} on the same split ({sum(m['train_seconds'] for m in members) / 60:.0f} "
+            f"min of training in all; the longest member {max(m['train_seconds'] for m in members) / 60:.0f} min), its weights "
+            "rounded to float16." if members else "")
+    return (f"{schedule}; weight decay {training['weight_decay']}, label smoothing {training['label_smoothing']}, class "
+            f"weights {', '.join(f'{v:.2f}' for v in training['class_weights'].values())}, batch {training['batch_size']}; "
+            f"geometric augmentation ({geometry}) and photometric augmentation (contrast, brightness, gamma, "
+            f"blur/sharpen, noise), no flips.{soup}")
+
+
 def _split_probe_table(path: str) -> list[str]:
     probe = json.loads(Path(path).read_text())
     lines = ["", "## Is a shift-like validation split harder? (train/ only)",
@@ -61,15 +123,20 @@ def _split_probe_table(path: str) -> list[str]:
 
 def render(model_path: str, test_report: str, ood_report: str | None = None,
            baseline_report: str | None = None, validation_report: str | None = None,
-           variant_reports: list[str] | None = None, split_probe_report: str | None = None) -> str:
+           variant_reports: list[str] | None = None, split_probe_report: str | None = None,
+           reference_report: str | None = None, selection_report: str | None = None,
+           agreement_report: str | None = None) -> str:
     meta = read_verified_metadata(model_path)
     test = json.loads(Path(test_report).read_text())
     training, dataset = meta["training"], meta["dataset"]
     thresholds = {k: v for k, v in meta["thresholds"].items() if k != "default"}
+    stress = meta.get("stress")
     lines = [
-        f"# Model card: {meta['model_name']}",
+        f"# Model card: {meta['model_name']}, version {meta.get('model_version', '1')}",
         "",
         "> **Research demo, not for clinical use.** Not a medical device; not validated to diagnose, treat or triage.",
+        "",
+        plain_summary(meta),
         "",
         "## Intended use",
         "Teaching and research: show how a chest X-ray classifier behaves, how confident it is, where it looks, "
@@ -86,7 +153,8 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         "|---|---|---|---|---|---|",
     ]
     uses = {"train": "fitting weights, OOD statistics",
-            "validation": "early stopping, calibration, thresholds, OOD threshold"}
+            "validation": ("rendered as the stress validation: model selection, calibration, thresholds; clean: OOD threshold"
+                           if stress else "early stopping, calibration, thresholds, OOD threshold")}
     for name, use in uses.items():
         d = dataset[name]
         lines.append(f"| {name} (from official train) | {d['images']} | {d['patients']} | {d['per_class']['NORMAL']} | "
@@ -106,20 +174,13 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         f"- Preprocessing (one path for training and inference): grayscale → squash-resize → CLAHE (clip "
         f"{meta['preprocessing']['clahe_clip_limit']}, tiles {meta['preprocessing']['clahe_tile_grid']}) → Gaussian blur "
         f"{meta['preprocessing']['blur_kernel']}×{meta['preprocessing']['blur_kernel']} → [0, 1].",
-        f"- Training: stage 1 head only ({training['epochs_run'].get('stage1', 0)} epochs, LR {training['stage1_lr']}), "
-        f"stage 2 {_unfrozen(training['unfreeze_blocks'])} unfrozen with BatchNorm frozen "
-        f"({training['epochs_run'].get('stage2', 0)} epochs, LR {training['stage2_lr']}, ReduceLROnPlateau, early stopping on "
-        f"validation loss, best weights restored); AdamW (weight decay {training['weight_decay']}), label smoothing "
-        f"{training['label_smoothing']}, class weights {', '.join(f'{v:.2f}' for v in training['class_weights'].values())}, "
-        "geometric (±11° rotation, 6 % shift, 12 % zoom) and photometric (contrast, brightness, gamma, blur/sharpen, "
-        f"noise) augmentation, no flips; batch {training['batch_size']}, seed {training['seed']}; "
-        f"{training['train_seconds'] / 60:.0f} min on 2 CPU cores.",
-        f"- Calibration: temperature scaling on validation logits, T = {meta['calibration']['temperature']:.3f}.",
-        "- Served as a float32 LiteRT export of the same forward pass (`.tflite`, its SHA-256 in the metadata): the "
+        f"- Training: {_recipe(training)}",
+        f"- Calibration: {meta['calibration']['method']}, T = {meta['calibration']['temperature']:.3f}.",
+        "- Served as a LiteRT export of the same forward pass (`.tflite`, its SHA-256 in the metadata): the "
         "app and the CLI run it without TensorFlow, and every test figure below was computed on it.",
         "",
-        "## Decision thresholds (chosen on validation only)",
-        "| name | value | rule | validation sensitivity | validation specificity |",
+        f"## Decision thresholds (chosen on the {'shift-stress ' if stress else ''}validation only)",
+        "| name | value | rule | sensitivity there | specificity there |",
         "|---|---|---|---|---|",
     ]
     for name, entry in thresholds.items():
@@ -129,12 +190,14 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
     lines += [
         "",
         f"## Results on the official test split ({t['images']} images), at the default threshold",
-        "95 % intervals: percentile bootstrap over images (1,000 resamples).",
+        f"95 % intervals: percentile bootstrap over images ({test['bootstrap']['n_resamples']:,} resamples).",
         "",
         "| model | ROC AUC (95 % CI) | accuracy (95 % CI) | sensitivity | specificity | precision | F1 | PR AUC | Brier | ECE |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        _metrics_row(f"{meta['model_name']} (ImageNet init)", test),
+        _metrics_row(f"{meta['model_name']} v{meta.get('model_version', '1')} (shipped)", test),
     ]
+    if reference_report:
+        lines.append(_metrics_row("v1 (previously shipped; its own thresholds)", json.loads(Path(reference_report).read_text())))
     if baseline_report:
         lines.append(_metrics_row("random init, all layers trained (baseline)", json.loads(Path(baseline_report).read_text())))
     screening = test["thresholds"].get("screening")
@@ -145,6 +208,9 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
     lines += ["", f"Confusion matrix at the default threshold: TN {cm['tn']}, FP {cm['fp']}, FN {cm['fn']}, TP {cm['tp']}.",
               "For reference, the dataset's paper reports accuracy 0.928, sensitivity 0.932, specificity 0.901, AUC 0.968 "
               "on the same test set."]
+    lines += _floors(test)
+    if selection_report:
+        lines += _selection_table(selection_report, agreement_report)
     if validation_report:
         v = json.loads(Path(validation_report).read_text())
         lines += ["", f"Validation split (for comparison; it chose the thresholds, so it is optimistic): ROC AUC "

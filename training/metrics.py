@@ -73,7 +73,7 @@ def screening_threshold(labels: np.ndarray, probabilities: np.ndarray,
     allowed_misses = int(np.floor((1 - min_sensitivity) * len(positives)))
     value = float(positives[allowed_misses])  # thresholds at or below this keep the sensitivity
     step = 10**-THRESHOLD_DECIMALS
-    value = float(np.clip(np.floor(value / step) * step, step, 1 - step))  # rounded down: sensitivity kept
+    value = float(np.clip(round(np.floor(value / step + 1e-9) * step, THRESHOLD_DECIMALS), step, 1 - step))  # down: keeps sensitivity
     sensitivity, specificity = _sens_spec(labels, probabilities, value)
     return {"value": value, "rule": f"highest threshold with shift-stress validation sensitivity >= {min_sensitivity}",
             "sensitivity": sensitivity, "specificity": specificity}

@@ -78,11 +78,20 @@ def reliability(path, labels, probabilities, report, bins=10):
     _save(fig, path)
 
 
+def _stages(hist: dict) -> dict:
+    """{label: per-epoch history}: a model's stages, or each member's stages for a soup ({member: {stage: ...}})."""
+    if all("loss" in h for h in hist.values()):
+        return hist
+    return {f"{member} {stage}": h for member, stages in hist.items() for stage, h in stages.items()}
+
+
 def history(path, history_file):
-    hist = json.loads(Path(history_file).read_text())
+    hist = _stages(json.loads(Path(history_file).read_text()))
+    soup = any(" " in label for label in hist)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     offset = 0
     for stage, h in hist.items():
+        offset = 0 if soup else offset  # a soup's members each start at epoch 1
         epochs = np.arange(offset + 1, offset + 1 + len(h["loss"]))
         axes[0].plot(epochs, h["loss"], "-", label=f"{stage} train")
         axes[0].plot(epochs, h["val_loss"], "--", label=f"{stage} validation")

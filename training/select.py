@@ -104,7 +104,7 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "tie": TIE, "stress": stress.describe(),
-              "candidates": rows, "chosen": chosen, "members": [str(p) for p in members]}
+              "candidates": rows, "chosen": chosen, "members": [str(p) for p in members], "reference": reference}
     (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
     if chosen == "soup":
         _write_soup(soup, metas, members, network, (x_train, x_val, y_val), out)
@@ -144,3 +144,47 @@ def _write_soup(soup, metas, members, network, arrays, out: Path) -> Path:
     })
     log.info("wrote %s", model_path)
     return model_path
+
+
+def agreement(selection: str, data: str, out: str, split: str = "test") -> dict:
+    """After the choice: every candidate scored on ``split`` (reporting only), and whether the stress ranking
+    agreed with that split's ranking (Kendall's tau over the candidates; where the chosen one lands)."""
+    from scipy.stats import kendalltau
+
+    from training import data as data_lib
+    from training import metrics as metrics_lib
+
+    report = json.loads(Path(selection).read_text())
+    loaded = [load_model(p) for p in report["members"]]
+    meta = loaded[0][1]
+    images, labels, _ = data_lib.load_images(data_lib.list_split(data, split), PreprocessConfig.from_dict(meta["preprocessing"]))
+    network = network_fields(meta["backbone"], meta["input_size"])
+
+    def logits_of(model):
+        return forward_all(keras_forward(model, network), images)[0]
+
+    logits = {Path(p).parent.name: logits_of(m) for p, (m, _) in zip(report["members"], loaded)}
+    logits["ensemble"] = np.mean(list(logits.values()), axis=0)
+    soup = build_classifier(meta["backbone"], "none", meta["input_size"], meta["training"]["dropout"])
+    soup.set_weights(soup_weights([m for m, _ in loaded]))
+    logits["soup"] = logits_of(soup)
+    if report.get("reference"):
+        logits["v1 (reference)"] = logits_of(load_model(report["reference"])[0])
+    rows = []
+    for row in report["candidates"]:
+        z = logits[row["name"]]
+        probability = 1 / (1 + np.exp(-z / row["temperature"]))
+        rows.append({"name": row["name"], "stress_roc_auc": row["stress_roc_auc"],
+                     f"{split}_roc_auc": metrics_lib.ranking_metrics(labels, probability)["roc_auc"],
+                     f"{split}_log_loss": metrics_lib.log_loss(labels, probability),
+                     f"{split}_ece": metrics_lib.expected_calibration_error(labels, probability)})
+    tau = kendalltau([r["stress_roc_auc"] for r in rows], [r[f"{split}_roc_auc"] for r in rows])
+    by_split = sorted(rows, key=lambda r: -r[f"{split}_roc_auc"])
+    result = {"split": split, "images": int(len(labels)), "chosen": report["chosen"], "candidates": rows,
+              "kendall_tau": float(tau.statistic), "kendall_p": float(tau.pvalue),
+              "chosen_rank_on_split": [r["name"] for r in by_split].index(report["chosen"]) + 1,
+              "best_on_split": by_split[0]["name"]}
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    keys = ("kendall_tau", "chosen_rank_on_split", "best_on_split")
+    log.info("stress vs %s ranking: %s", split, json.dumps({k: result[k] for k in keys}))
+    return result
