@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` puts app/ first, not the repo root
     sys.path.insert(0, str(ROOT))
 
-from app.server_config import keep_uploads_in_memory  # noqa: E402
+from app.server_config import keep_uploads_in_memory, limit_malloc_arenas, release_freed_memory  # noqa: E402
 from model.analysis import (  # noqa: E402
     BatchItem,
     ImageAnalysis,
@@ -55,6 +56,7 @@ MAX_FILES = 50  # one batch; more would make every interaction slow for everyone
 MAX_BATCH_MB = 200
 
 keep_uploads_in_memory(st.get_option("server.maxUploadSize"))
+limit_malloc_arenas()
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,19 @@ def analyze(digest: str, _data: bytes) -> tuple[ImageAnalysis | None, str | None
         return None, "This file could not be processed. Please try another file."
 
 
+@st.cache_resource
+def explanation_lock() -> threading.Lock:
+    """One explanation at a time across sessions: each one's in-fill solves take tens of MB for a moment, and on a
+    small CPU box concurrent ones would only queue for the cores anyway."""
+    return threading.Lock()
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def explain(digest: str, _data: bytes, method: str, target: str):
     predictor, explainer = load_model()
     analysis, _ = analyze(digest, _data)
-    return explain_with_check(predictor, explainer, analysis.model_input, method, target)
+    with explanation_lock():
+        return explain_with_check(predictor, explainer, analysis.model_input, method, target)
 
 
 @st.cache_data(show_spinner=False)
@@ -170,7 +180,19 @@ def input_ui() -> list[Upload]:
 
 def _sample_label(names: list[str], name: str) -> str:
     kind = name.split("_", 1)[0]
-    return f"{kind.capitalize()} {[n for n in names if n.startswith(kind)].index(name) + 1}"
+    flagged = " (flagged by the gate)" if name in flagged_samples() else ""
+    return f"{kind.capitalize()} {[n for n in names if n.startswith(kind)].index(name) + 1}{flagged}"
+
+
+@st.cache_data(show_spinner=False)
+def flagged_samples() -> set[str]:
+    """Gallery samples the out-of-distribution gate flags: labelled as such, so the demo never surprises."""
+    flagged = set()
+    for name, data in sample_files().items():
+        analysis, _ = analyze(hashlib.sha256(data).hexdigest(), data)
+        if analysis is not None and not analysis.prediction.ood.in_distribution:
+            flagged.add(name)
+    return flagged
 
 
 def _within_limits(files) -> list[Upload]:
@@ -378,6 +400,7 @@ def main() -> None:
             st.error("Something went wrong while analysing this image. Please try another file.")
     with card:
         model_card_tab(predictor.metadata)
+    release_freed_memory()
 
 
 main()

@@ -159,12 +159,18 @@ def dataset_xrays(folder: Path, count: int) -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in picked]
 
 
+_SETTLED = """() => {
+  if (document.querySelector('[data-stale="true"]') || document.querySelector('[data-testid="stStatusWidget"]')) return false;
+  const text = document.body.innerText;
+  return text.includes('Pneumonia probability') || text.includes('The gate flagged this image')
+      || !!document.querySelector('[data-testid="stAlertContentError"]');
+}"""
+
+
 async def _wait_for_result(page, name: str, timeout_ms: int) -> str:
-    """'result', 'withheld' or 'refused' once the page shows the outcome for ``name``."""
+    """'result', 'withheld' or 'refused' once the page shows the settled outcome for ``name``."""
     await page.get_by_text(f"File: {name}", exact=True).wait_for(timeout=timeout_ms)
-    outcome = page.locator('[data-testid="stMetric"]', has_text="Pneumonia probability") \
-        .or_(page.get_by_text("The gate flagged this image")).or_(page.locator('[data-testid="stAlertContentError"]'))
-    await outcome.first.wait_for(timeout=timeout_ms)
+    await page.wait_for_function(_SETTLED, timeout=timeout_ms, polling=100)
     if await page.locator('[data-testid="stMetric"]', has_text="Pneumonia probability").count():
         return "result"
     return "withheld" if await page.get_by_text("The gate flagged this image").count() else "refused"
@@ -180,6 +186,7 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
             while await delete.count():
                 await delete.first.click()
                 await page.wait_for_timeout(150)
+            await page.locator('[data-testid="stFileChip"]').first.wait_for(state="detached", timeout=timeout_ms)
             path = folder / name
             path.write_bytes(data)
             start = time.perf_counter()
@@ -190,7 +197,8 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
             if await page.locator('[data-testid="stException"]').count():
                 result.errors.append(f"{name}: exception shown")
             if outcome == "refused":
-                result.errors.append(f"{name}: refused")
+                alerts = await page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
+                result.errors.append(f"{name}: refused: {' | '.join(alerts)[:300]}")
             if report_every and outcome == "result" and (i + 1) % report_every == 0:
                 async with page.expect_download(timeout=timeout_ms) as download:
                     await page.get_by_role("button", name="Download report (PDF)").click()
@@ -198,7 +206,8 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
                 await (await download.value).save_as(saved)
                 result.reports += 1 if saved.read_bytes().startswith(b"%PDF") else 0
     except Exception as exc:  # a timeout or a broken page is an error of the soak, not a crash of it
-        result.errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+        text = (await page.inner_text("body"))[:600].replace("\n", " | ")
+        result.errors.append(f"{type(exc).__name__}: {str(exc)[:200]} PAGE: {text}")
     finally:
         await page.close()
 
@@ -246,6 +255,7 @@ def run_soak(sessions: int = 2, uploads: int = 15, report_every: int = 5, data: 
             log = (folder / "server.log").read_text()
             result.outbound = [line for line in log.splitlines() if line.startswith("OUTBOUND")]
             result.model_loads = log.count("model loaded:")
+            result.errors += [line for line in log.splitlines() if "analysis failed" in line or "Traceback" in line]
     return result
 
 
