@@ -190,5 +190,12 @@ def test_soup_of_members_round_trips_with_float16_export(tiny_model, tiny_datase
         assert len(meta["training"]["soup_of"]) == 2 and "stress_validation" in meta["metrics"]
         soup_size, member_size = chosen.with_suffix(".tflite").stat().st_size, tiny_model.with_suffix(".tflite").stat().st_size
         assert soup_size < 0.75 * member_size  # float16 weights
+        from model.artifact import load_model
+        from model.runtime import LiteRtForward, keras_forward
+
+        images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+        keras_model, _ = load_model(chosen)
+        served, reference = LiteRtForward(chosen.with_suffix(".tflite"))(images), keras_forward(keras_model, meta)(images)
+        np.testing.assert_allclose(served.logits, reference.logits, atol=1e-4)  # float16 storage, same numbers
     predictor = Predictor.load(chosen)
     assert predictor.forward(np.zeros((1, 64, 64, 3), np.float32))[0].shape == (1,)

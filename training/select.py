@@ -27,9 +27,9 @@ import numpy as np
 from model.artifact import history_path, litert_entry, litert_path, load_model, save_metadata
 from model.backbones import build_classifier, network_fields
 from model.preprocessing import PreprocessConfig
-from model.runtime import export_litert, keras_forward
+from model.runtime import export_litert
 from training import stress
-from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all
+from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, scoring_forward
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
     network = network_fields(metas[0]["backbone"], metas[0]["input_size"])
 
     def logits_of(model):
-        forward = keras_forward(model, network)
+        forward = scoring_forward(model)
         return forward_all(forward, x_val)[0], forward_all(forward, x_stress)[0]
 
     rows, member_logits = [], []
@@ -123,7 +123,7 @@ def _write_soup(soup, metas, members, network, arrays, out: Path) -> Path:
     x_train, x_val, y_val = arrays
     model_path = out / f"pneumonia_{metas[0]['backbone']}.keras"
     soup.save(model_path)
-    fitted = fit_on_validation(keras_forward(soup, network), x_train, x_val, y_val)
+    fitted = fit_on_validation(scoring_forward(soup), x_train, x_val, y_val)
     export_litert(soup, network, litert_path(model_path), float16=True)
     histories = {Path(p).parent.name: json.loads(history_path(p).read_text()) for p in members if history_path(p).exists()}
     history_path(model_path).write_text(json.dumps(histories, indent=1))
@@ -158,10 +158,9 @@ def agreement(selection: str, data: str, out: str, split: str = "test") -> dict:
     loaded = [load_model(p) for p in report["members"]]
     meta = loaded[0][1]
     images, labels, _ = data_lib.load_images(data_lib.list_split(data, split), PreprocessConfig.from_dict(meta["preprocessing"]))
-    network = network_fields(meta["backbone"], meta["input_size"])
 
     def logits_of(model):
-        return forward_all(keras_forward(model, network), images)[0]
+        return forward_all(scoring_forward(model), images)[0]
 
     logits = {Path(p).parent.name: logits_of(m) for p, (m, _) in zip(report["members"], loaded)}
     logits["ensemble"] = np.mean(list(logits.values()), axis=0)

@@ -24,7 +24,7 @@ from model.backbones import build_classifier, network_fields, set_trainable_bloc
 from model.ood import fit_ood
 from model.predictor import calibrated_probability
 from model.preprocessing import PreprocessConfig
-from model.runtime import export_litert, keras_forward
+from model.runtime import export_litert
 from training import data as data_lib
 from training import metrics as metrics_lib
 from training import stress
@@ -193,7 +193,7 @@ def train(config: TrainConfig) -> Path:
     history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
 
     network = network_fields(config.backbone, config.input_size)
-    fitted = fit_on_validation(keras_forward(model, network), x_train, x_val, y_val)
+    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val)
 
     _save_clean(model, config, model_path)
     export_litert(model, network, litert_path(model_path))
@@ -271,10 +271,35 @@ def refit(model_path: str | Path, data: str) -> dict:
         PreprocessConfig.from_dict(meta["preprocessing"]))
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta["dataset"]["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
-    meta.update(fit_on_validation(keras_forward(model, meta), x_train, x_val, y_val))
+    meta.update(fit_on_validation(scoring_forward(model), x_train, x_val, y_val))
     save_metadata(model_path, meta)
     log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
     return meta
+
+
+def scoring_forward(model):
+    """images -> (logits, pooled features) without the Grad-CAM gradients: half the work, for scoring thousands
+    of images during fitting and selection (the served pass, :func:`model.runtime.keras_forward`, has them)."""
+    import keras
+    import tensorflow as tf
+
+    from model.backbones import FEATURE_LAYER, LOGIT_LAYER
+
+    view = keras.Model(model.inputs, [model.get_layer(LOGIT_LAYER).output, model.get_layer(FEATURE_LAYER).output])
+    size = model.input_shape[1]
+    function = tf.function(lambda x: view(x, training=False), input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
+
+    def run(images):
+        logits, features = function(tf.constant(np.asarray(images, np.float32)))
+        return Scores(logits.numpy()[:, 0], features.numpy())
+
+    return run
+
+
+@dataclass(frozen=True)
+class Scores:
+    logits: np.ndarray
+    features: np.ndarray
 
 
 def forward_all(forward, images, batch_size=64):
