@@ -25,7 +25,7 @@ import numpy as np
 from model.artifact import CLASS_NAMES
 from model.explain import CamExplainer
 from model.faithfulness import FaithfulnessResult, deletion_check
-from model.ood import HEADLINE, OodVerdict, image_stats
+from model.ood import OodVerdict, image_stats
 from model.predictor import Predictor, label_for
 from model.preprocessing import decode_upload, preprocess_gray
 
@@ -98,7 +98,7 @@ def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:
 
 def reliability_note(verdict: OodVerdict) -> str:
     """Why an output is unreliable, for every place it is shown anyway (screen, report, table, CSV)."""
-    return f"UNRELIABLE: {HEADLINE.lower()}: {verdict.message}."
+    return f"UNRELIABLE: the image is unlike the X-rays the model was trained on: {verdict.message}."
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int
                        label=label, reliable="NO", message=reliability_note(analysis.ood))
         else:
             row.update(result="withheld", reliable="NO",
-                       message=f"withheld: {HEADLINE.lower()}: {analysis.ood.message}.")
+                       message=f"withheld: the image is unlike the X-rays the model was trained on: {analysis.ood.message}.")
         rows.append(row)
     return rows
 

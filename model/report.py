@@ -66,9 +66,8 @@ def report_lines(c: ReportContent) -> list[tuple[str, str]]:
         ("Decision at threshold", f"{c.label} (threshold {point.threshold:.3f})"),
         ("Out-of-distribution gate", c.gate),
     ]
-    if c.unreliable:
-        lines.append(("Warning", c.unreliable))
-    lines += [("Caution", note) for note in c.cautions]
+    if not c.unreliable:
+        lines += [("Caution", note) for note in c.cautions]
     lines += [
         ("Sensitivity / specificity here", f"{_percent(point.sensitivity)} / {_percent(point.specificity)} on the {point.source}"),
         (f"PPV / NPV at prevalence {_percent(point.prevalence)}", f"{_percent(point.ppv)} / {_percent(point.npv)}"),
@@ -101,22 +100,36 @@ def report_figure(content: ReportContent):
     figure = Figure(figsize=(8.27, 11.69))
     FigureCanvasAgg(figure)
     figure.text(0.5, 0.965, "Chest X-ray pneumonia classifier: report", ha="center", fontsize=16, weight="bold")
+    top = 0.93
     if content.unreliable:
-        figure.text(0.5, 0.94, "UNRELIABLE OUTPUT: the image is unlike the X-rays the model was trained on",
-                    ha="center", fontsize=11, weight="bold", color="#b00000")
+        warning = "\n".join(textwrap.wrap(content.unreliable, 95))
+        figure.text(0.5, 0.945, warning, ha="center", va="top", fontsize=9, weight="bold", color="#b00000")
+        top -= 0.0135 * warning.count("\n") + 0.01
     panels = ((content.original, "Uploaded image"), (content.overlay, f"{content.method_label} explanation"))
     for i, (image, title) in enumerate(panels):
-        ax = figure.add_axes([0.06 + 0.46 * i, 0.58, 0.42, 0.34])
+        ax = figure.add_axes([0.06 + 0.46 * i, top - 0.30, 0.42, 0.27])
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-        ax.set_title(title, fontsize=11)
+        ax.set_title(title, fontsize=10)
         ax.axis("off")
-    y = 0.55
-    for key, value in report_lines(content):
-        keys, values = textwrap.wrap(key, KEY_WIDTH), textwrap.wrap(value, VALUE_WIDTH, break_long_words=True)
-        colour = "#b00000" if key == "Warning" or "UNRELIABLE" in value else "black"
-        figure.text(0.06, y, "\n".join(keys), fontsize=9, color="#444444", va="top")
-        figure.text(0.40, y, "\n".join(values), fontsize=9, weight="bold", color=colour, va="top")
-        y -= 0.0155 * max(len(keys), len(values)) + 0.008
-    figure.text(0.06, min(y, 0.11), "\n".join(textwrap.wrap(DISCLAIMER, 100)), fontsize=9, color="#a00000", va="top")
+    _text_block(figure, report_lines(content), top - 0.33)
+    figure.text(0.06, 0.085, "\n".join(textwrap.wrap(DISCLAIMER, 100)), fontsize=8.5, color="#a00000", va="top")
     figure.text(0.06, 0.03, CITATION, fontsize=7, color="grey")
     return figure
+
+
+def _text_block(figure, lines: list[tuple[str, str]], top: float, bottom: float = 0.10) -> None:
+    """Key/value lines from ``top`` down, wrapped; the font shrinks until the block ends above ``bottom``."""
+    for fontsize in (9.0, 8.0, 7.0, 6.0):
+        scale = 9.0 / fontsize  # smaller type: more characters a line, less height a line
+        wrapped = [(textwrap.wrap(k, int(KEY_WIDTH * scale)), textwrap.wrap(v, int(VALUE_WIDTH * scale), break_long_words=True))
+                   for k, v in lines]
+        line_height = 0.0155 * fontsize / 9.0
+        height = sum(line_height * max(len(k), len(v)) + 0.006 for k, v in wrapped)
+        if top - height >= bottom or fontsize == 6.0:
+            break
+    y = top
+    for (keys, values), (_, value) in zip(wrapped, lines):
+        colour = "#b00000" if "UNRELIABLE" in value else "black"
+        figure.text(0.06, y, "\n".join(keys), fontsize=fontsize, color="#444444", va="top")
+        figure.text(0.40, y, "\n".join(values), fontsize=fontsize, weight="bold", color=colour, va="top")
+        y -= line_height * max(len(keys), len(values)) + 0.006

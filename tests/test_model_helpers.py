@@ -72,9 +72,10 @@ def _report(unreliable=None):
     gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
     overlay = np.repeat(gray[:, :, None], 3, axis=2)
     meta = dict(METADATA, model_name="pneumonia_efficientnet_lite0_with_a_long_name", backbone="efficientnet_lite0")
+    gate = "flagged: " + "its features are 4.6× as far from the training X-rays as the farthest validation X-ray; " * 3
     return ReportContent("a very long file name " * 6 + ".png", gray, overlay, "Grad-CAM (evidence for pneumonia)", 0.42,
-                         "PNEUMONIA", operating_point(meta, 0.2, 0.3), meta, "accepted", unreliable,
-                         ("Borderline: close to the threshold.",))
+                         "PNEUMONIA", operating_point(meta, 0.2, 0.3), meta, gate, unreliable,
+                         ("Borderline: close to the threshold.",) * 3)
 
 
 def test_report_renders_png_and_pdf():
@@ -93,5 +94,9 @@ def test_report_text_stays_inside_the_page_and_marks_unreliable_output():
         box = text.get_window_extent(renderer)
         assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text.get_text()
     everything = " ".join(t.get_text() for t in texts)
-    for fact in ("a very long file name", "UNRELIABLE", "Generated", "SHA-256", "0" * 64, "Borderline", "Not a medical device"):
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for i, a in enumerate(boxes):  # nothing overlaps: no line hidden under another
+        for b in boxes[i + 1:]:
+            assert a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0, (a, b)
+    for fact in ("a very long file name", "UNRELIABLE", "Generated", "SHA-256", "0" * 64, "Not a medical device"):
         assert fact in everything.replace("\n", " ") or fact in everything.replace("\n", ""), fact
