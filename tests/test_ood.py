@@ -45,7 +45,7 @@ def test_image_checks(detector):
     typical = np.zeros(64)
     assert ood.check(typical, GREY).in_distribution
     colour = ood.check(typical, ImageStats(colourfulness=0.3, gray_std=40.0))
-    assert colour.reasons == ("colour",) and "colour photograph" in colour.message
+    assert colour.reasons == ("colour",) and "in colour (colour spread 0.30" in colour.message
     assert ood.check(typical, ImageStats(0.0, 1.0)).reasons == ("blank",)
 
 
