@@ -75,6 +75,7 @@ class SoakResult:
     end_rss_mb: float = 0.0
     outbound: list[str] = field(default_factory=list)
     model_loads: int = 0
+    upload_retries: int = 0  # uploads the browser had to send twice (lost in a rerun), not errors of the app
     wall_s: float = 0.0
 
     def summary(self) -> dict:
@@ -84,7 +85,7 @@ class SoakResult:
                 "errors": len(self.errors), "reports": self.reports, "peak_rss_mb": round(self.peak_rss_mb, 1),
                 "end_rss_mb": round(self.end_rss_mb, 1), "p50_s": round(statistics.median(lat), 2) if lat else None,
                 "p95_s": round(p95, 2) if p95 is not None else None, "outbound_calls": len(self.outbound),
-                "model_loads": self.model_loads, "wall_s": round(self.wall_s, 1)}
+                "model_loads": self.model_loads, "upload_retries": self.upload_retries, "wall_s": round(self.wall_s, 1)}
 
 
 def free_port() -> int:
@@ -159,6 +160,8 @@ def dataset_xrays(folder: Path, count: int) -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in picked]
 
 
+_IDLE = """() => !document.querySelector('[data-stale="true"]') && !document.querySelector('[data-testid="stStatusWidget"]')
+    && document.body.innerText.includes('Upload one or more chest X-rays')"""
 _SETTLED = """() => {
   if (document.querySelector('[data-stale="true"]') || document.querySelector('[data-testid="stStatusWidget"]')) return false;
   const text = document.body.innerText;
@@ -187,10 +190,16 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
                 await delete.first.click()
                 await page.wait_for_timeout(150)
             await page.locator('[data-testid="stFileChip"]').first.wait_for(state="detached", timeout=timeout_ms)
+            await page.wait_for_function(_IDLE, timeout=timeout_ms, polling=100)  # the removal's rerun has ended
             path = folder / name
             path.write_bytes(data)
             start = time.perf_counter()
             await page.locator(UPLOAD_INPUT).set_input_files(str(path))
+            try:
+                await page.get_by_text(f"File: {name}", exact=True).wait_for(timeout=min(timeout_ms, 30_000))
+            except Exception:  # the browser's upload was lost in a rerun: send it again, and count it
+                result.upload_retries += 1
+                await page.locator(UPLOAD_INPUT).set_input_files(str(path))
             outcome = await _wait_for_result(page, name, timeout_ms)
             result.latencies_s.append(time.perf_counter() - start)
             result.results += 1
