@@ -112,6 +112,8 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
         source = Path(members[[Path(p).parent.name for p in members].index(chosen)])
         for suffix in (".keras", ".tflite", ".json", ".history.json"):
             shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
+        copied = out / source.name
+        save_metadata(copied, dict(load_model(copied)[1], model_version="2", selected_as=f"{chosen}, by the stress-validation rule"))
     return report
 
 
