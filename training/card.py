@@ -57,7 +57,7 @@ def _selection_table(selection: str, agreement: str | None) -> list[str]:
     sel = json.loads(Path(selection).read_text())
     test = {r["name"]: r for r in json.loads(Path(agreement).read_text())["candidates"]} if agreement else {}
     lines = ["", "## Model selection on the shift-stress validation",
-             f"Rule (written before any v2 model trained): {sel['rule']} Chosen: **{sel['chosen']}**.",
+             f"{sel['rule'].replace('``TIE``', str(sel['tie'])).replace('``', '`')} Chosen: **{sel['chosen']}**.",
              f"Stress set: every validation image rendered {sel['stress']['renders_per_image']} times "
              f"(seed {sel['stress']['seed']}); ranges: " + ", ".join(f"{k} {v}" for k, v in sel['stress']['ranges'].items()) + ".",
              "", "| candidate | networks | val ROC AUC | stress ROC AUC | stress log-loss | stress ECE | test ROC AUC "
@@ -106,7 +106,9 @@ def _recipe(training: dict) -> str:
     soup = (f" The shipped network is the uniform weight average (soup) of {len(members)} such fine-tunes with seeds "
             f"{', '.join(str(m['seed']) for m in members)} on the same split ({sum(m['train_seconds'] for m in members) / 60:.0f} "
             f"min of training in all; the longest member {max(m['train_seconds'] for m in members) / 60:.0f} min), its weights "
-            "rounded to float16." if members else "")
+            "rounded to float16." if members else
+            f" Seed {training['seed']}, split seed {training.get('split_seed', training['seed'])}; "
+            f"{training['train_seconds'] / 60:.0f} min of training on 2 CPU cores.")
     return (f"{schedule}; weight decay {training['weight_decay']}, label smoothing {training['label_smoothing']}, class "
             f"weights {', '.join(f'{v:.2f}' for v in training['class_weights'].values())}, batch {training['batch_size']}; "
             f"geometric augmentation ({geometry}) and photometric augmentation (contrast, brightness, gamma, "
