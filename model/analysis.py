@@ -19,7 +19,6 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from model.artifact import CLASS_NAMES
@@ -27,7 +26,7 @@ from model.explain import CamExplainer
 from model.faithfulness import FaithfulnessResult, deletion_check
 from model.ood import OodVerdict, image_stats
 from model.predictor import Predictor, label_for
-from model.preprocessing import decode_upload, preprocess_gray
+from model.preprocessing import decode_upload, preprocess_gray, shrink_to_side
 
 DISPLAY_MAX_SIDE = 768
 BORDERLINE_LOG_ODDS = 1.0  # |logit(p) - logit(threshold)| below this: the call is borderline
@@ -75,15 +74,6 @@ class ImageAnalysis:
 def _logit(p: float) -> float:
     p = min(max(float(p), 1e-9), 1 - 1e-9)
     return float(np.log(p / (1 - p)))
-
-
-def shrink_to_side(gray: np.ndarray, max_side: int) -> np.ndarray:
-    """Area-downscale so the longer side is at most ``max_side`` (unchanged if already small enough)."""
-    scale = max_side / max(gray.shape[:2])
-    if scale >= 1:
-        return gray
-    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:

@@ -185,12 +185,17 @@ def _flatten_alpha(image: Image.Image) -> np.ndarray:
 def shrink_to_working_size(pixels: np.ndarray) -> np.ndarray:
     """Area-downscale so the longer side is at most WORKING_MAX_SIDE: bounds memory for huge scans.
 
-    The model sees 224×224 and the app shows at most 1024 px, so nothing visible is lost.
+    The model sees 224×224 and the app shows at most 768 px, so nothing visible is lost.
     """
+    return shrink_to_side(pixels, WORKING_MAX_SIDE)
+
+
+def shrink_to_side(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-downscale so the longer side is at most ``max_side`` (unchanged, not copied, if already small enough)."""
     longer = max(pixels.shape[:2])
-    if longer <= WORKING_MAX_SIDE:
+    if longer <= max_side:
         return pixels
-    scale = WORKING_MAX_SIDE / longer
+    scale = max_side / longer
     size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
     if pixels.dtype not in (np.uint8, np.uint16, np.float32):
         pixels = pixels.astype(np.float32)
