@@ -26,7 +26,14 @@ if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` puts app/ 
     sys.path.insert(0, str(ROOT))
 
 from app.server_config import keep_uploads_in_memory, limit_malloc_arenas, release_freed_memory  # noqa: E402
-from model.analysis import (  # noqa: E402
+from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E402
+from model.explain import CAM_METHODS, CamExplainer, color_bar, overlay_heatmap  # noqa: E402
+from model.ood import HEADLINE  # noqa: E402
+from model.operating_point import DEFAULT_PREVALENCE, PREVALENCE_REASON, operating_point  # noqa: E402
+from model.predictor import Predictor  # noqa: E402
+from model.preprocessing import ImageInputError  # noqa: E402
+from model.report import DISCLAIMER, ReportContent, plain_summary, render_report  # noqa: E402
+from model.service import (  # noqa: E402
     BatchItem,
     ImageAnalysis,
     Prediction,
@@ -37,13 +44,6 @@ from model.analysis import (  # noqa: E402
     rows_to_csv,
     safe_download_name,
 )
-from model.artifact import SHIPPED_DIR, ArtifactError  # noqa: E402
-from model.explain import METHOD_LABELS, CamExplainer, colour_bar, overlay_heatmap  # noqa: E402
-from model.ood import HEADLINE  # noqa: E402
-from model.operating import DEFAULT_PREVALENCE, PREVALENCE_REASON, operating_point, threshold_presets  # noqa: E402
-from model.predictor import Predictor  # noqa: E402
-from model.preprocessing import ImageInputError  # noqa: E402
-from model.report import DISCLAIMER, ReportContent, plain_summary, render_report  # noqa: E402
 
 log = get_logger(__name__)  # follows `--logger.level`; never given file names, pixels or patient data
 SAMPLES_DIR = ROOT / "app" / "samples"
@@ -80,7 +80,7 @@ class ExplainSettings:
 @st.cache_resource(show_spinner="Loading the model…")
 def load_model() -> tuple[Predictor, CamExplainer]:
     predictor = Predictor.load()
-    log.info("model loaded: %s", predictor.metadata["model_name"])
+    log.info("model loaded: %s", predictor.metadata.model_name)
     return predictor, CamExplainer.for_predictor(predictor)
 
 
@@ -109,7 +109,7 @@ def explain(digest: str, _data: bytes, method: str, target: str):
     predictor, explainer = load_model()
     analysis, _ = analyze(digest, _data)
     with explanation_lock():
-        return explain_with_check(predictor, explainer, analysis.model_input, method, target)
+        return explain_with_check(predictor, explainer, analysis, method, target)
 
 
 @st.cache_data(show_spinner=False)
@@ -213,11 +213,11 @@ def _within_limits(files) -> list[Upload]:
     return uploads
 
 
-def threshold_ui(metadata: dict) -> tuple[float, float]:
+def threshold_ui(metadata: ModelMetadata) -> tuple[float, float]:
     """(threshold, prevalence). Presets set the slider to exactly the model's stored thresholds."""
-    presets = threshold_presets(metadata)
+    presets = metadata.thresholds.values()
     state = st.session_state
-    state.setdefault("threshold", presets[metadata["thresholds"]["default"]])
+    state.setdefault("threshold", metadata.thresholds.default_value)
     state.setdefault("prevalence", DEFAULT_PREVALENCE * 100)
     # The widgets mirror values kept outside widget state, which Streamlit drops whenever a widget is not drawn.
     state.threshold_slider, state.prevalence_input = state.threshold, state.prevalence
@@ -227,7 +227,7 @@ def threshold_ui(metadata: dict) -> tuple[float, float]:
         for column, (name, value) in zip(columns, presets.items()):
             column.button(f"{name.capitalize()}: {value:.3f}", key=f"preset_{name}", width="stretch",
                           on_click=lambda v=value: st.session_state.update(threshold=v))
-        st.caption(" ".join(f"{name.capitalize()}: {metadata['thresholds'][name]['rule']}." for name in presets))
+        st.caption(" ".join(f"{name.capitalize()}: {metadata.thresholds.named[name].rule}." for name in presets))
         st.slider("Call PNEUMONIA when the probability is at least", 0.001, 0.999, key="threshold_slider",
                   step=0.001, format="%.3f", on_change=lambda: state.update(threshold=state.threshold_slider))
         st.number_input("Prevalence of pneumonia where you work (for PPV/NPV), %", 1.0, 99.0, step=1.0,
@@ -236,11 +236,11 @@ def threshold_ui(metadata: dict) -> tuple[float, float]:
     return float(state.threshold), float(state.prevalence) / 100
 
 
-def current_threshold(metadata: dict) -> float:
-    return float(st.session_state.get("threshold", threshold_presets(metadata)[metadata["thresholds"]["default"]]))
+def current_threshold(metadata: ModelMetadata) -> float:
+    return float(st.session_state.get("threshold", metadata.thresholds.default_value))
 
 
-def operating_ui(metadata: dict, threshold: float, prevalence: float) -> None:
+def operating_ui(metadata: ModelMetadata, threshold: float, prevalence: float) -> None:
     point = operating_point(metadata, threshold, prevalence)
     st.caption(f"At threshold {threshold:.3f}, measured on the {point.source}:")
     columns = st.columns(4)
@@ -271,20 +271,20 @@ def explain_settings_ui() -> ExplainSettings:
     columns = st.columns(4)
     target = columns[0].radio("Show", list(TARGETS), format_func=TARGETS.get, key="cam_target",
                               help="Where the network finds evidence for the class you choose; pneumonia by default.")
-    method = columns[1].selectbox("Method", list(METHOD_LABELS), key="method",
-                                  format_func=lambda m: METHOD_LABELS[m] + (" (slower)" if m == "scorecam" else ""))
+    method = columns[1].selectbox("Method", list(CAM_METHODS), key="method",
+                                  format_func=lambda m: CAM_METHODS[m].label + (" (slower)" if CAM_METHODS[m].slow else ""))
     opacity = columns[2].slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
     colormap = columns[3].selectbox("Colour map", COLORMAPS, key="colormap")
     return ExplainSettings(target, method, opacity, colormap)
 
 
 def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSettings):
-    with st.spinner(f"Computing {METHOD_LABELS[settings.method]}…"):
+    with st.spinner(f"Computing {CAM_METHODS[settings.method].label}…"):
         heatmap, check = explain(upload.digest, upload.data, settings.method, settings.target)
     overlay = overlay_heatmap(analysis.display, heatmap, settings.colormap, settings.opacity)
     left, middle, right = st.columns([2, 2, 3])
-    left.image(overlay, caption=f"{METHOD_LABELS[settings.method]}: {TARGETS[settings.target].lower()}", width="stretch")
-    left.image(colour_bar(settings.colormap), width="stretch")
+    left.image(overlay, caption=f"{CAM_METHODS[settings.method].label}: {TARGETS[settings.target].lower()}", width="stretch")
+    left.image(color_bar(settings.colormap), width="stretch")
     left.caption(f"Colour scale: left, none; right, the strongest {TARGETS[settings.target].lower()} in this image "
                  "(each map is scaled to its own maximum).")
     middle.image(analysis.network_view, caption="What the network saw: squashed to 224×224, CLAHE, blur",
@@ -330,7 +330,7 @@ def ood_ui(upload: Upload, prediction: Prediction) -> bool:
     return st.checkbox("Show the model's output anyway (unreliable)", key=_show_key(upload))
 
 
-def single_image_ui(upload: Upload, metadata: dict) -> None:
+def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
     st.text(f"File: {upload.name}")
     analysis, error = analyze(upload.digest, upload.data)
     if error:
@@ -352,14 +352,14 @@ def single_image_ui(upload: Upload, metadata: dict) -> None:
     settings = explain_settings_ui()
     overlay = explanation_ui(upload, analysis, settings)
     gate = "accepted" if prediction.ood.in_distribution else f"flagged: {prediction.ood.message}"
-    content = ReportContent(upload.name, analysis.display, overlay, f"{METHOD_LABELS[settings.method]} "
+    content = ReportContent(upload.name, analysis.display, overlay, f"{CAM_METHODS[settings.method].label} "
                             f"({TARGETS[settings.target].lower()})", prediction.probability, label,
                             operating_point(metadata, threshold, prevalence), metadata, gate, unreliable,
                             tuple(prediction.cautions(threshold)))
     report_ui(upload, content)
 
 
-def analyse_tab(metadata: dict) -> None:
+def analyse_tab(metadata: ModelMetadata) -> None:
     uploads = input_ui()
     if not uploads:
         st.info("Upload one or more chest X-rays, or pick a sample above.")
@@ -372,7 +372,7 @@ def analyse_tab(metadata: dict) -> None:
     single_image_ui(uploads[0], metadata)
 
 
-def model_card_tab(metadata: dict) -> None:
+def model_card_tab(metadata: ModelMetadata) -> None:
     st.info(plain_summary(metadata))
     if MODEL_CARD.exists():
         with st.expander("The full technical model card", expanded=False):
@@ -380,7 +380,7 @@ def model_card_tab(metadata: dict) -> None:
     plots = sorted(REPORTS_DIR.glob("*.png")) if REPORTS_DIR.exists() else []
     for plot in plots:
         st.image(str(plot), caption=plot.stem.replace("_", " "), width="stretch")
-    st.caption(f"Model file SHA-256 {metadata['sha256']}")
+    st.caption(f"Model file SHA-256 {metadata.sha256}")
 
 
 def main() -> None:

@@ -59,34 +59,40 @@ def large_scan_jpeg(width=3000, height=2500) -> bytes:
 
 
 def naive_preprocess(data: bytes, config):
-    """Baseline: full-resolution decode (no JPEG draft mode), then the same pipeline."""
-    from model.preprocessing import preprocess_gray
+    """Baseline: full-resolution decode (no JPEG draft mode), then the same pipeline's second step."""
+    from model import preprocessing
 
     gray = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
-    return preprocess_gray(gray, config)
+    return preprocessing._model_input(gray, config)  # the step after decoding, reached into on purpose
+
+
+def model_input(predictor, data: bytes) -> np.ndarray:
+    from model.preprocessing import prepare
+
+    return prepare(data, predictor.metadata.preprocessing).model_input
 
 
 def bench_preprocessing(predictor, repeats):
     small, large = SAMPLE.read_bytes(), large_scan_jpeg()
     rows = {}
     for name, data in (("224_jpeg", small), ("3000x2500_jpeg", large)):
-        ours = median_ms(lambda d=data: predictor.preprocess(d), repeats)
-        naive = median_ms(lambda d=data: naive_preprocess(d, predictor.preprocess_config), max(3, repeats // 4))
+        ours = median_ms(lambda d=data: model_input(predictor, d), repeats)
+        naive = median_ms(lambda d=data: naive_preprocess(d, predictor.metadata.preprocessing), max(3, repeats // 4))
         rows[f"preprocess_{name}_ms"] = {"value": ours, "baseline": naive}
     return rows
 
 
 def bench_prediction(predictor, keras_model, repeats):
     """The app's LiteRT engine against ``model.predict``, and the same forward pass traced in TensorFlow."""
-    from model.runtime import keras_forward
+    from model.forward_pass import keras_forward
 
-    image = predictor.preprocess(SAMPLE.read_bytes())
+    image = model_input(predictor, SAMPLE.read_bytes())
     batch = np.repeat(image[None], 32, axis=0)
-    one = median_ms(lambda: predictor.probabilities(image[None]), repeats)
+    one = median_ms(lambda: predictor.predict(image[None]).probabilities, repeats)
     naive_one = median_ms(lambda: keras_model.predict(image[None], verbose=0), max(5, repeats // 4))
-    tf_forward = keras_forward(keras_model, predictor.metadata)
+    tf_forward = keras_forward(keras_model, predictor.metadata.network)
     tf_one = median_ms(lambda: tf_forward(image[None]), repeats)
-    batch_ms = median_ms(lambda: predictor.probabilities(batch), max(5, repeats // 4))
+    batch_ms = median_ms(lambda: predictor.predict(batch).probabilities, max(5, repeats // 4))
     naive_batch_ms = median_ms(lambda: keras_model.predict(batch, verbose=0), 5)
     return {
         "predict_one_ms": {"value": one, "baseline": naive_one},
@@ -102,33 +108,38 @@ def bench_explanations(predictor, keras_model, repeats):
     from model.explain import CAM_METHODS, CamExplainer
 
     explainer = CamExplainer.for_predictor(predictor)
-    image = predictor.preprocess(SAMPLE.read_bytes())
-    logit_model = keras.Model(keras_model.inputs, keras_model.get_layer(predictor.metadata["logit_layer"]).output)
+    image = model_input(predictor, SAMPLE.read_bytes())
+    network = predictor.metadata.network
+    logit_model = keras.Model(keras_model.inputs, keras_model.get_layer(network.logit_layer).output)
 
     def naive_gradcam():  # tf-keras-vis as documented: a fresh visualizer, eager tape, per call
-        Gradcam(logit_model)(lambda out: out[:, 0], image[None], penultimate_layer=predictor.metadata["cam_layer"],
+        Gradcam(logit_model)(lambda out: out[:, 0], image[None], penultimate_layer=network.cam_layer,
                              seek_penultimate_conv_layer=False)
 
     naive = median_ms(naive_gradcam, 3, warmup=1)
     rows = {}
-    for method in CAM_METHODS:
-        n = repeats if method != "scorecam" else max(3, repeats // 10)
+    for method, cam in CAM_METHODS.items():
+        n = max(3, repeats // 10) if cam.slow else repeats
         rows[f"explain_{method}_ms"] = {"value": median_ms(lambda m=method: explainer.explain(image, m), n),
                                         "baseline": naive if method == "gradcam" else None}
-    both = median_ms(lambda: (predictor.probabilities(image[None]), explainer.explain(image, "gradcam")), repeats)
+    def predict_then_explain():  # as the app does: the CAM from the prediction's own pass
+        computed = predictor.predict(image[None])
+        return computed.probabilities, explainer.explain(image, "gradcam", computed=computed.image(0))
+
+    both = median_ms(predict_then_explain, repeats)
     rows["predict_plus_gradcam_ms"] = {"value": both, "baseline": None}
     return rows, explainer
 
 
 def bench_end_to_end(predictor, explainer, repeats):
-    from model.analysis import analyze_bytes
     from model.explain import overlay_heatmap
+    from model.service import analyze_bytes
 
     data = SAMPLE.read_bytes()
 
     def app_path():
         analysis = analyze_bytes(predictor, data)
-        heatmap = explainer.explain(analysis.model_input, "gradcam")
+        heatmap = explainer.explain(analysis.model_input, "gradcam", computed=analysis.computed)
         overlay_heatmap(analysis.display, heatmap)
 
     return {"end_to_end_upload_ms": {"value": median_ms(app_path, repeats), "baseline": None}}
@@ -139,13 +150,15 @@ import time, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 sys.path.insert(0, {root!r})
 from model.predictor import Predictor
-from model.analysis import analyze_bytes
+from model.service import analyze_bytes
 from model.explain import CamExplainer
+from model.preprocessing import prepare
 p = Predictor.load({model!r})
 if {tensorflow!r}:  # baseline: the same pass on the .keras model in TensorFlow
     from model.artifact import load_model
-    from model.runtime import keras_forward
-    p = Predictor(keras_forward(*load_model({model!r})), p.metadata)
+    from model.forward_pass import keras_forward
+    model, meta = load_model({model!r})
+    p = Predictor(keras_forward(model, meta.network), meta)
 data = open({sample!r}, "rb").read()
 analyze_bytes(p, data)
 print("COLD", time.time())
@@ -153,10 +166,10 @@ e = CamExplainer.for_predictor(p)
 import numpy as np
 rng = np.random.default_rng(0)
 for i in range(20):
-    img = p.preprocess(data)
+    img = prepare(data, p.metadata.preprocessing).model_input
     noisy = np.clip(img + rng.normal(0, 0.01, img.shape).astype("float32"), 0, 1)
-    p.forward(noisy[None])
-    e.explain(noisy, "gradcam")
+    computed = p.predict(noisy[None])
+    e.explain(noisy, "gradcam", computed=computed.image(0))
 print("TF", int("tensorflow" in sys.modules))
 # VmHWM, not ru_maxrss: after fork+exec ru_maxrss still carries the parent's peak
 print("RSS", [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
@@ -220,8 +233,8 @@ def bench_training(predictor, steps):
 
     from model.backbones import build_classifier, set_trainable_blocks
 
-    backbone = predictor.metadata["backbone"]
-    model = build_classifier(backbone, "none", predictor.metadata["input_size"])
+    backbone = predictor.metadata.backbone
+    model = build_classifier(backbone, "none", predictor.metadata.input_size)
     rng = np.random.default_rng(0)
     x = rng.random((32, *model.input_shape[1:]), dtype=np.float32)
     y = rng.integers(0, 2, (32, 1)).astype(np.float32)

@@ -24,16 +24,16 @@ def random_removal_shift(predictor, images, infill: str, n_random: int = 8) -> n
     """Per image: mean change in PNEUMONIA log-odds when random cells are removed with ``infill``."""
     from model.faithfulness import deletion_check
 
-    score = lambda batch: predictor.forward_log_odds(batch)[0]  # noqa: E731
+    score = lambda batch: predictor.predict(batch).log_odds  # noqa: E731
     flat = np.zeros(images.shape[1:3], np.float32)  # the map is irrelevant: only the random removals are read
     checks = [deletion_check(score, image, flat, n_random=n_random, infill=infill) for image in images]
     return np.array([c.random_removed - c.original for c in checks])
 
 
 def load(paths, predictor) -> np.ndarray:
-    from model.preprocessing import preprocess_bytes
+    from model.preprocessing import prepare
 
-    return np.stack([preprocess_bytes(p.read_bytes(), predictor.preprocess_config) for p in paths])
+    return np.stack([prepare(p.read_bytes(), predictor.metadata.preprocessing).model_input for p in paths])
 
 
 def main(argv=None) -> int:

@@ -28,8 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _predict_file(predictor, path: str, threshold: float) -> dict:
-    from model.analysis import analyze_bytes, reliability_note
     from model.preprocessing import ImageInputError
+    from model.service import analyze_bytes, reliability_note
 
     try:
         with open(path, "rb") as f:
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     except ArtifactError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2
-    threshold = predictor.default_threshold if args.threshold is None else args.threshold
+    threshold = predictor.metadata.thresholds.default_value if args.threshold is None else args.threshold
     failed = False
     for path in args.files:
         line = _predict_file(predictor, path, threshold)

@@ -1,20 +1,27 @@
 """The model artifact: a ``.keras`` file, its LiteRT export, and ONE metadata JSON that describes both.
 
 The metadata is the single place for every fact downstream code needs: class
-names, input size, preprocessing parameters, backbone and Grad-CAM layer,
-calibration, thresholds and how they were chosen, validation operating points,
-headline metrics, split seed, dataset fingerprint and the SHA-256 of the
+names, input size, preprocessing parameters, backbone and the network's layer
+names, calibration, thresholds and how they were chosen, validation operating
+points, headline metrics, split seed, dataset fingerprint and the SHA-256 of the
 ``.keras`` file and of its ``.tflite`` export (the same network for the small
 LiteRT interpreter the app runs). Loading verifies schema and checksums before
-any engine sees a file.
+any engine sees a file, and returns :class:`ModelMetadata`: frozen, typed, read
+as attributes everywhere. Records that are reports rather than settings
+(metrics, training configuration, dataset fingerprint, OOD fit) stay mappings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+from model.preprocessing import PreprocessConfig
 
 SCHEMA_VERSION = 1
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
@@ -30,6 +37,7 @@ REQUIRED_FIELDS = {
     "class_names": list,
     "input_size": int,
     "preprocessing": dict,
+    "feature_layer": str,
     "cam_layer": str,
     "logit_layer": str,
     "calibration": dict,
@@ -41,6 +49,158 @@ REQUIRED_FIELDS = {
     "model_file": str,
     "sha256": str,
 }
+OPTIONAL_FIELDS = {"model_version": str, "runtime": dict, "ood": dict, "stress": dict, "selected_as": str,
+                   "validation_prevalence": float}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float  # P(PNEUMONIA) at or above which the call is PNEUMONIA
+    rule: str  # how it was chosen, in words
+    sensitivity: float | None = None  # where it was chosen
+    specificity: float | None = None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The named thresholds of a model and which one is its default."""
+
+    default: str
+    named: Mapping[str, Threshold]
+
+    @property
+    def default_value(self) -> float:
+        return self.named[self.default].value
+
+    def values(self) -> dict[str, float]:
+        """{"balanced": 0.441, "screening": 0.062}: the presets the app and CLI offer."""
+        return {name: entry.value for name, entry in self.named.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Thresholds:
+        named = {name: Threshold(**entry) for name, entry in data.items() if name != "default"}
+        return cls(data["default"], named)
+
+    def to_dict(self) -> dict:
+        return {"default": self.default, **{name: _drop_none(dataclasses.asdict(t)) for name, t in self.named.items()}}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    method: str
+    temperature: float  # probability = sigmoid(logit / temperature)
+
+
+@dataclass(frozen=True)
+class ValidationPoint:
+    """One row of the operating-point table measured where the thresholds were chosen."""
+
+    threshold: float
+    sensitivity: float
+    specificity: float
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Reports recorded for the model: each a mapping of figure name to value."""
+
+    validation: Mapping
+    stress_validation: Mapping | None = None
+    test: Mapping | None = None  # written by ``python -m training evaluate --record``: reporting only
+
+    def to_dict(self) -> dict:
+        return _drop_none(dataclasses.asdict(self))
+
+    def replace(self, **changes) -> Metrics:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class LiteRtFile:
+    file: str  # beside the .keras file
+    sha256: str
+    engine: str = "litert"
+
+
+@dataclass(frozen=True)
+class NetworkLayout:
+    """What the forward pass (:mod:`model.forward_pass`) needs to know about a network."""
+
+    input_size: int  # square input side, pixels
+    feature_layer: str  # pooled features (the OOD gate's input)
+    cam_layer: str  # Grad-CAM's layer
+    logit_layer: str
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything known about one trained model; built from and written to its JSON."""
+
+    model_name: str
+    created: str
+    backbone: str
+    input_size: int
+    preprocessing: PreprocessConfig
+    feature_layer: str  # pooled features (the OOD gate's input)
+    cam_layer: str  # Grad-CAM's layer
+    logit_layer: str
+    calibration: Calibration
+    thresholds: Thresholds
+    operating_points: tuple[ValidationPoint, ...]
+    metrics: Metrics
+    training: Mapping  # the training configuration, as run
+    dataset: Mapping  # fingerprints of the train and validation splits, and how they were split
+    model_file: str
+    sha256: str
+    model_version: str = "1"
+    runtime: LiteRtFile | None = None
+    ood: Mapping | None = None  # the fitted out-of-distribution gate (:mod:`model.ood`)
+    stress: Mapping | None = None  # the stress validation the thresholds were fitted on
+    selected_as: str | None = None
+    validation_prevalence: float | None = None
+    class_names: tuple[str, ...] = CLASS_NAMES
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ModelMetadata:
+        """Validate (every problem listed in one :class:`ArtifactError`), then build."""
+        validate_metadata(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        return cls(**dict(
+            values,
+            class_names=tuple(data["class_names"]),
+            preprocessing=PreprocessConfig.from_dict(data["preprocessing"]),
+            calibration=Calibration(**data["calibration"]),
+            thresholds=Thresholds.from_dict(data["thresholds"]),
+            operating_points=tuple(ValidationPoint(**p) for p in data["operating_points"]),
+            metrics=Metrics(**data["metrics"]),
+            runtime=LiteRtFile(**data["runtime"]) if data.get("runtime") else None,
+        ))
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.update(
+            class_names=list(self.class_names),
+            preprocessing=self.preprocessing.to_dict(),
+            calibration=dataclasses.asdict(self.calibration),
+            thresholds=self.thresholds.to_dict(),
+            operating_points=[dataclasses.asdict(p) for p in self.operating_points],
+            metrics=self.metrics.to_dict(),
+            runtime=dataclasses.asdict(self.runtime) if self.runtime else None,
+        )
+        return _drop_none(out)
+
+    @property
+    def network(self) -> NetworkLayout:
+        return NetworkLayout(self.input_size, self.feature_layer, self.cam_layer, self.logit_layer)
+
+    def replace(self, **changes) -> ModelMetadata:
+        return dataclasses.replace(self, **changes)
+
+
+def _drop_none(mapping: dict) -> dict:
+    return {k: v for k, v in mapping.items() if v is not None}
 
 
 class ArtifactError(RuntimeError):
@@ -65,10 +225,10 @@ def litert_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".tflite")
 
 
-def litert_entry(model_path: str | os.PathLike) -> dict:
+def litert_entry(model_path: str | os.PathLike) -> LiteRtFile:
     """The metadata ``runtime`` entry for the LiteRT export written beside ``model_path``."""
     path = litert_path(model_path)
-    return {"engine": "litert", "file": path.name, "sha256": sha256_file(path)}
+    return LiteRtFile(path.name, sha256_file(path))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -79,50 +239,72 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def validate_metadata(meta: dict) -> None:
-    """Raise :class:`ArtifactError` listing every schema problem in ``meta``."""
-    if not isinstance(meta, dict):
+def validate_metadata(meta: Mapping) -> None:
+    """Raise :class:`ArtifactError` listing every schema problem in ``meta`` (a metadata JSON object)."""
+    if not isinstance(meta, Mapping):
         raise ArtifactError("model metadata must be a JSON object")
     problems = []
-    for key, kind in REQUIRED_FIELDS.items():
+    for key, kind in (REQUIRED_FIELDS | OPTIONAL_FIELDS).items():
         if key not in meta:
-            problems.append(f"missing field '{key}'")
+            if key in REQUIRED_FIELDS:
+                problems.append(f"missing field '{key}'")
         elif not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
             problems.append(f"field '{key}' should be {kind.__name__}")
+    problems += [f"unknown field '{key}'" for key in meta if key not in REQUIRED_FIELDS | OPTIONAL_FIELDS]
     if not problems:
-        if meta["schema_version"] != SCHEMA_VERSION:
-            problems.append(f"schema version {meta['schema_version']} is not supported (expected {SCHEMA_VERSION})")
-        if tuple(meta["class_names"]) != CLASS_NAMES:
-            problems.append(f"class_names must be {list(CLASS_NAMES)}")
-        thresholds = meta["thresholds"]
-        default = thresholds.get("default")
-        if default not in thresholds or not isinstance(thresholds.get(default), dict):
-            problems.append("thresholds.default must name one of the thresholds")
-        else:
-            for name, entry in thresholds.items():
-                if name != "default" and not 0.0 < float(entry.get("value", -1)) < 1.0:
-                    problems.append(f"threshold '{name}' must have a value in (0, 1)")
-        if float(meta["calibration"].get("temperature", 0)) <= 0:
-            problems.append("calibration.temperature must be positive")
-        runtime = meta.get("runtime")
-        if runtime is not None and not (isinstance(runtime, dict) and all(isinstance(runtime.get(k), str) for k in ("file", "sha256"))):
-            problems.append("runtime must name the LiteRT file and its sha256")
+        problems += _value_problems(meta)
     if problems:
         raise ArtifactError("invalid model metadata: " + "; ".join(problems))
 
 
-def save_metadata(model_path: str | os.PathLike, meta: dict) -> Path:
+def _value_problems(meta: Mapping) -> list[str]:
+    problems = []
+    if meta["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema version {meta['schema_version']} is not supported (expected {SCHEMA_VERSION})")
+    if tuple(meta["class_names"]) != CLASS_NAMES:
+        problems.append(f"class_names must be {list(CLASS_NAMES)}")
+    thresholds = meta["thresholds"]
+    default = thresholds.get("default")
+    if default not in thresholds or not isinstance(thresholds.get(default), dict):
+        problems.append("thresholds.default must name one of the thresholds")
+    else:
+        for name, entry in thresholds.items():
+            if name != "default" and not 0.0 < float(entry.get("value", -1)) < 1.0:
+                problems.append(f"threshold '{name}' must have a value in (0, 1)")
+    if float(meta["calibration"].get("temperature", 0)) <= 0:
+        problems.append("calibration.temperature must be positive")
+    runtime = meta.get("runtime")
+    if runtime is not None and not all(isinstance(runtime.get(k), str) for k in ("file", "sha256")):
+        problems.append("runtime must name the LiteRT file and its sha256")
+    sections = {"preprocessing": PreprocessConfig, "calibration": Calibration, "runtime": LiteRtFile, "metrics": Metrics}
+    for key, kind in sections.items():
+        if key in meta and not set(meta[key]) <= {f.name for f in dataclasses.fields(kind)}:
+            problems.append(f"field '{key}' has unknown entries")
+    threshold_keys = {f.name for f in dataclasses.fields(Threshold)}
+    if any(not set(entry) <= threshold_keys for name, entry in meta["thresholds"].items() if name != "default"):
+        problems.append("field 'thresholds' has unknown entries")
+    return problems
+
+
+def save_metadata(model_path: str | os.PathLike, meta: ModelMetadata | Mapping) -> ModelMetadata:
     """Stamp ``meta`` with the model file's name and checksum, validate it, write it beside the model."""
     model_path = Path(model_path)
-    meta = dict(meta, schema_version=SCHEMA_VERSION, class_names=list(CLASS_NAMES),
+    data = meta.to_dict() if isinstance(meta, ModelMetadata) else _jsonable(meta)
+    data = dict(data, schema_version=SCHEMA_VERSION, class_names=list(CLASS_NAMES),
                 model_file=model_path.name, sha256=sha256_file(model_path))
-    validate_metadata(meta)
-    path = metadata_path(model_path)
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return path
+    stamped = ModelMetadata.from_dict(data)
+    metadata_path(model_path).write_text(json.dumps(stamped.to_dict(), indent=2, sort_keys=True) + "\n")
+    return stamped
 
 
-def read_verified_metadata(model_path: str | os.PathLike) -> dict:
+def _jsonable(meta: Mapping) -> dict:
+    """A metadata mapping whose typed parts (thresholds, runtime entry, preprocessing) are plain JSON."""
+    converters = {PreprocessConfig: PreprocessConfig.to_dict, LiteRtFile: dataclasses.asdict, NetworkLayout: dataclasses.asdict,
+                  Calibration: dataclasses.asdict, Thresholds: Thresholds.to_dict, Metrics: Metrics.to_dict}
+    return {k: converters[type(v)](v) if type(v) in converters else v for k, v in meta.items()}
+
+
+def read_verified_metadata(model_path: str | os.PathLike) -> ModelMetadata:
     """Metadata of ``model_path`` after checking that it exists, is valid and matches the file's SHA-256."""
     model_path = Path(model_path)
     if model_path.suffix == ".json":
@@ -138,38 +320,36 @@ def read_verified_metadata(model_path: str | os.PathLike) -> dict:
     if not meta_path.exists():
         raise ArtifactError(f"model metadata not found: {meta_path} (every model needs its JSON beside it)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = ModelMetadata.from_dict(json.loads(meta_path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"model metadata {meta_path.name} is not valid JSON: {exc}") from None
-    validate_metadata(meta)
-    if meta["model_file"] != model_path.name:
-        raise ArtifactError(f"metadata {meta_path.name} describes {meta['model_file']}, not {model_path.name}")
+    if meta.model_file != model_path.name:
+        raise ArtifactError(f"metadata {meta_path.name} describes {meta.model_file}, not {model_path.name}")
     actual = sha256_file(model_path)
-    if actual != meta["sha256"]:
+    if actual != meta.sha256:
         raise ArtifactError(
             f"checksum mismatch for {model_path.name}: the file has been modified or does not belong "
-            f"to its metadata (expected {meta['sha256'][:12]}…, got {actual[:12]}…). Refusing to load it."
+            f"to its metadata (expected {meta.sha256[:12]}…, got {actual[:12]}…). Refusing to load it."
         )
     return meta
 
 
-def verified_litert_path(model_path: str | os.PathLike, meta: dict) -> Path:
+def verified_litert_path(model_path: str | os.PathLike, meta: ModelMetadata) -> Path:
     """The LiteRT export named in ``meta``, after checking it exists and matches its SHA-256."""
-    entry = meta.get("runtime")
-    if entry is None:
+    if meta.runtime is None:
         raise ArtifactError(f"{Path(model_path).name} has no LiteRT export; "
                             "run 'python -m training export --model PATH' once to write it")
-    path = Path(model_path).with_name(entry["file"])
+    path = Path(model_path).with_name(meta.runtime.file)
     if not path.exists():
         raise ArtifactError(f"LiteRT model file not found: {path}")
-    if sha256_file(path) != entry["sha256"]:
+    if sha256_file(path) != meta.runtime.sha256:
         raise ArtifactError(f"checksum mismatch for {path.name}: the file has been modified or does not belong "
                             "to its metadata. Refusing to load it.")
     return path
 
 
 def load_model(model_path: str | os.PathLike = SHIPPED_MODEL):
-    """(keras model, metadata) after checksum and schema verification."""
+    """(keras model, :class:`ModelMetadata`) after checksum and schema verification."""
     meta = read_verified_metadata(model_path)
     import keras
 

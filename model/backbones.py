@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import keras
 
 from model import lite0
+from model.artifact import NetworkLayout
 
 LOGIT_LAYER = "logit"
 FEATURE_LAYER = "avg_pool"  # pooled backbone features: input of the head and of the OOD gate
@@ -88,9 +89,9 @@ def get_backbone(name: str) -> Backbone:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
 
 
-def network_fields(backbone: str, input_size: int) -> dict:
-    """The metadata fields the forward pass (:mod:`model.runtime`) reads: input size, Grad-CAM and logit layers."""
-    return {"input_size": input_size, "cam_layer": get_backbone(backbone).cam_layer, "logit_layer": LOGIT_LAYER}
+def network_layout(backbone: str, input_size: int) -> NetworkLayout:
+    """What the forward pass (:mod:`model.forward_pass`) reads: input size, feature, Grad-CAM and logit layers."""
+    return NetworkLayout(input_size, FEATURE_LAYER, get_backbone(backbone).cam_layer, LOGIT_LAYER)
 
 
 def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None = "imagenet",

@@ -14,6 +14,7 @@ returned or logged.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import warnings
@@ -21,7 +22,7 @@ import zlib
 
 import numpy as np
 
-from model.preprocessing import ImageInputError, rescale_to_uint8, shrink_to_working_size
+from model.pixels import ImageInputError, rescale_to_uint8, shrink_to_side
 
 MAX_DICOM_PIXELS = 50_000_000  # real CR/DR detectors are below 20 MP
 MAX_FRAME_BYTES = 100 * 2**20  # one decoded frame
@@ -37,10 +38,16 @@ def decode_dicom(data: bytes) -> np.ndarray:
     pydicom's warnings can quote header values (patient fields included), so
     they are silenced here rather than logged.
     """
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    _quiet_pydicom()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _decode(data)
+
+
+@functools.cache
+def _quiet_pydicom() -> None:
+    """pydicom logs header problems with their values: raise its logger to ERROR, once, on first use."""
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -54,7 +61,7 @@ def _decode(data: bytes) -> np.ndarray:
         pixels = _apply_luts(pixels, dataset)
     elif pixels.ndim == 3:
         pixels = pixels[..., :3].mean(axis=2)
-    gray = rescale_to_uint8(shrink_to_working_size(np.asarray(pixels)))
+    gray = rescale_to_uint8(shrink_to_side(np.asarray(pixels)))
     if photometric == "MONOCHROME1":  # high values are dark: invert so bone is bright
         gray = 255 - gray
     return gray

@@ -1,35 +1,50 @@
-"""Class activation maps: Grad-CAM, Grad-CAM++ and Score-CAM as small variants of one base.
+"""Class activation maps: Grad-CAM, Grad-CAM++ and Score-CAM as entries of one registry.
 
-One base (:class:`CamExplainer`) owns the shared work: the model's forward
-pass (:mod:`model.runtime`, compiled once, on LiteRT in the app) returns the
-target layer's activations, the gradients of the PNEUMONIA logit with respect to
-them, and the logit; then weighting, ReLU, upsampling and normalisation. Each
-method only supplies its channel weights. The formulas follow tf-keras-vis (the
-tests check ours against it); tf-keras-vis itself rebuilds the model on every
-call (~0.5 s here), too slow for an interactive app.
+Shared work (:class:`CamExplainer`): from the model's forward pass
+(:mod:`model.forward_pass`: the target layer's activations, the gradients of the
+PNEUMONIA logit with respect to them, and the logit, all from the pass that made
+the prediction) to weighting, ReLU, upsampling and normalisation. Each method
+(:class:`CamMethod`) supplies only its channel weights, and says what it costs.
+The formulas follow tf-keras-vis (the tests check ours against it); tf-keras-vis
+itself rebuilds the model on every call (~0.5 s here), too slow for an app.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from model.artifact import CLASS_NAMES
-from model.predictor import calibrated_probability
+from model.forward_pass import ForwardPass, run_in_batches
+from model.predictor import sigmoid, target_sign
 
 SCORECAM_CHANNELS = 32  # the most active channels used as Score-CAM masks
 
 
-def _gradcam_weights(explainer, image, activations, grads, logit, sign):
-    return grads.mean(axis=(0, 1))
+@dataclass(frozen=True)
+class CamInputs:
+    """What a weight function sees for one image, already signed for the target class."""
+
+    image: np.ndarray  # (S, S, 3) preprocessed
+    activations: np.ndarray  # (h, w, C)
+    gradients: np.ndarray  # (h, w, C) d target log-odds / d activations
+    logit: float  # target log-odds before temperature
+    target_probability: Callable[[np.ndarray], np.ndarray]  # masked images -> probability of the target
 
 
-def _gradcam_plus_plus_weights(explainer, image, activations, grads, logit, sign):
-    score = np.exp(logit)  # Grad-CAM++'s exponential-score trick, as in tf-keras-vis
-    first = score * grads
-    second = first * grads
-    third = second * grads
-    global_sum = activations.sum(axis=(0, 1), keepdims=True)
+def _gradcam_weights(x: CamInputs) -> np.ndarray:
+    return x.gradients.mean(axis=(0, 1))
+
+
+def _gradcam_plus_plus_weights(x: CamInputs) -> np.ndarray:
+    score = np.exp(x.logit)  # Grad-CAM++'s exponential-score trick, as in tf-keras-vis
+    first = score * x.gradients
+    second = first * x.gradients
+    third = second * x.gradients
+    global_sum = x.activations.sum(axis=(0, 1), keepdims=True)
     denominator = 2.0 * second + third * global_sum
     alphas = second / np.where(second == 0.0, denominator + 1.0, denominator)
     norm = alphas.sum(axis=(0, 1), keepdims=True)
@@ -37,24 +52,40 @@ def _gradcam_plus_plus_weights(explainer, image, activations, grads, logit, sign
     return (np.maximum(first, 0.0) * alphas).sum(axis=(0, 1))
 
 
-def _scorecam_weights(explainer, image, activations, grads, logit, sign):
-    """Weight each of the most active channels by the target score of the image masked by it."""
-    channels = np.argsort(activations.mean(axis=(0, 1)))[::-1][:SCORECAM_CHANNELS]
-    size = image.shape[0]
-    masks = np.stack([_normalise(cv2.resize(activations[:, :, c], (size, size), interpolation=cv2.INTER_LINEAR))
+def _scorecam_weights(x: CamInputs) -> np.ndarray:
+    """Weight each of the most active channels by the target probability of the image masked by it."""
+    channels = np.argsort(x.activations.mean(axis=(0, 1)))[::-1][:SCORECAM_CHANNELS]
+    size = x.image.shape[0]
+    masks = np.stack([_normalise(cv2.resize(x.activations[:, :, c], (size, size), interpolation=cv2.INTER_LINEAR))
                       for c in channels])
-    scores = explainer.target_probability(image[None] * masks[:, :, :, None], sign)
-    weights = np.zeros(activations.shape[-1], np.float32)
-    weights[channels] = scores
+    weights = np.zeros(x.activations.shape[-1], np.float32)
+    weights[channels] = x.target_probability(x.image[None] * masks[:, :, :, None])
     return weights
 
 
-CAM_METHODS = {
-    "gradcam": _gradcam_weights,
-    "gradcam++": _gradcam_plus_plus_weights,
-    "scorecam": _scorecam_weights,
-}
-METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
+@dataclass(frozen=True)
+class CamMethod:
+    name: str  # the key used by the CLI, the app and the bench
+    label: str  # for people
+    weights: Callable[[CamInputs], np.ndarray]  # one weight per channel of the CAM layer
+    extra_passes: int  # forward passes beyond the prediction's own
+
+    @property
+    def slow(self) -> bool:
+        return self.extra_passes > 0
+
+
+CAM_METHODS = {m.name: m for m in (
+    CamMethod("gradcam", "Grad-CAM", _gradcam_weights, 0),
+    CamMethod("gradcam++", "Grad-CAM++", _gradcam_plus_plus_weights, 0),
+    CamMethod("scorecam", "Score-CAM", _scorecam_weights, SCORECAM_CHANNELS),
+)}
+
+
+def cam_method(name: str) -> CamMethod:
+    if name not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {name!r}; choose one of: {', '.join(CAM_METHODS)}")
+    return CAM_METHODS[name]
 
 
 def _normalise(cam: np.ndarray) -> np.ndarray:
@@ -63,7 +94,7 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
 
 
 class CamExplainer:
-    """Explains one model's decisions from its forward pass (:mod:`model.runtime`), on either engine."""
+    """Explains one model's decisions from its forward pass (:mod:`model.forward_pass`), on either engine."""
 
     def __init__(self, forward):
         self._forward = forward  # images -> ForwardPass (activations and gradients included)
@@ -71,41 +102,41 @@ class CamExplainer:
     @classmethod
     def for_predictor(cls, predictor) -> CamExplainer:
         """Shares the predictor's forward pass: one loaded network serves both."""
-        return cls(predictor.run)
+        return cls(predictor.forward)
 
     def target_probability(self, images: np.ndarray, sign: float = 1.0, chunk: int = 8) -> np.ndarray:
-        """Probability of the target class (sign +1: PNEUMONIA, -1: NORMAL) for a batch.
+        """Probability of the target class (sign +1: PNEUMONIA, -1: NORMAL) for a batch, before temperature.
 
         Run in chunks: a batch of 32 at 224 px costs ~300 MB of activations at once.
         """
-        images = np.asarray(images, np.float32)
-        logits = np.concatenate([self._forward(images[i:i + chunk]).logits for i in range(0, len(images), chunk)])
-        return calibrated_probability(logits * sign, 1.0)
+        return sigmoid(sign * run_in_batches(self._forward, np.asarray(images, np.float32), chunk).logits)
 
-    def raw_cam(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1]) -> np.ndarray:
-        """The map at the layer's resolution, after ReLU, before resizing and normalising."""
-        if method not in CAM_METHODS:
-            raise ValueError(f"unknown CAM method {method!r}; choose one of: {', '.join(CAM_METHODS)}")
-        if target not in CLASS_NAMES:
-            raise ValueError(f"unknown target {target!r}; choose one of: {', '.join(CLASS_NAMES)}")
-        sign = 1.0 if target == CLASS_NAMES[1] else -1.0
-        result = self._forward(np.asarray(image, np.float32)[None])
-        activations, grads = result.activations[0], sign * result.gradients[0]
-        weights = CAM_METHODS[method](self, image, activations, grads, sign * float(result.logits[0]), sign)
-        return np.maximum((activations * weights).sum(axis=-1), 0.0).astype(np.float32)
+    def raw_cam(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],
+                computed: ForwardPass | None = None) -> np.ndarray:
+        """The map at the layer's resolution, after ReLU, before resizing and normalising.
+
+        ``computed``: the pass of this image that made its prediction (batch of one); run now if not given.
+        """
+        cam, sign = cam_method(method), target_sign(target)
+        image = np.asarray(image, np.float32)
+        result = computed if computed is not None else self._forward(image[None])
+        activations = result.activations[0]
+        inputs = CamInputs(image, activations, sign * result.gradients[0], sign * float(result.logits[0]),
+                           lambda masked: self.target_probability(masked, sign))
+        return np.maximum((activations * cam.weights(inputs)).sum(axis=-1), 0.0).astype(np.float32)
 
     def explain(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],
-                output_size: tuple[int, int] | None = None) -> np.ndarray:
+                output_size: tuple[int, int] | None = None, computed: ForwardPass | None = None) -> np.ndarray:
         """Heatmap in [0, 1], float32, of shape ``output_size`` (H, W) or the input size.
 
         ``image`` is one preprocessed (S, S, 3) array; ``target`` is the class to explain.
         """
-        cam = self.raw_cam(image, method, target)
+        cam = self.raw_cam(image, method, target, computed)
         height, width = output_size or image.shape[:2]
         return _normalise(cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR))
 
 
-def colour_bar(colormap: str = "jet", width: int = 256, height: int = 14) -> np.ndarray:
+def color_bar(colormap: str = "jet", width: int = 256, height: int = 14) -> np.ndarray:
     """uint8 RGB strip from 0 (left) to 1 (right) of ``colormap``: the legend of :func:`overlay_heatmap`."""
     from matplotlib import colormaps
 

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
-from model.predictor import calibrated_probability
+from model.predictor import sigmoid
 
 CELL = 16  # pixels per side of the removal grid
 MIN_MARGIN = 0.25  # log-odds: smaller differences from random removal are not called faithful
@@ -44,7 +44,7 @@ class FaithfulnessResult:
     @staticmethod
     def probability(log_odds: float) -> float:
         """The probability a target score (log-odds) stands for, for display."""
-        return float(calibrated_probability(log_odds, 1.0))
+        return float(sigmoid(log_odds))
 
     @property
     def cam_drop(self) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_COLOURFULNESS = 0.06  # mean (max - min) channel spread, 0..1; grey X-rays saved as RGB are ~0
+MAX_COLORFULNESS = 0.06  # mean (max - min) channel spread, 0..1; grey X-rays saved as RGB are ~0
 MIN_GRAY_STD = 6.0  # uint8 grey levels: below this the image is blank or near-uniform
 PCA_COMPONENTS = 32
 FIT_QUANTILE = 1.0  # the farthest validation X-ray: the test split is shifted, a tighter quantile over-rejects it
@@ -30,7 +30,7 @@ HEADLINE = "Unlike the X-rays the model was trained on"
 
 @dataclass(frozen=True)
 class ImageStats:
-    colourfulness: float  # 0 for grey images
+    colorfulness: float  # 0 for grey images
     gray_std: float
 
 
@@ -50,7 +50,7 @@ class OodVerdict:
     def message(self) -> str:
         """Which checks fired and by how far, in words; empty when none did."""
         details = {
-            "colour": f"it is in colour (colour spread {self.stats.colourfulness:.2f}; grey radiographs are near 0)",
+            "colour": f"it is in colour (colour spread {self.stats.colorfulness:.2f}; grey radiographs are near 0)",
             "blank": f"it is blank or nearly uniform (grey-level spread {self.stats.gray_std:.1f})",
             "features": (f"its features are {self.distance:.1f}× as far from the training X-rays as the farthest "
                          "validation X-ray (another view, body part, age group, machine or a non-X-ray)"),
@@ -62,8 +62,8 @@ class OodVerdict:
                 "distance_ratio": round(self.distance, 4), "near_limit": self.near_limit, "message": self.message}
 
 
-def image_stats(gray: np.ndarray, colourfulness: float) -> ImageStats:
-    return ImageStats(float(colourfulness), float(np.std(gray)))
+def image_stats(gray: np.ndarray, colorfulness: float) -> ImageStats:
+    return ImageStats(float(colorfulness), float(np.std(gray)))
 
 
 def _encode(array: np.ndarray) -> str:
@@ -87,7 +87,7 @@ def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: in
     section = {"method": f"probabilistic PCA Mahalanobis distance on pooled features, {k} components",
                "dim": dim, "components": k, "mean": _encode(mean), "basis": _encode(vt[:k]),
                "variances": _encode(variances), "residual_variance": residual_variance, "threshold": 1.0,
-               "max_colourfulness": MAX_COLOURFULNESS, "min_gray_std": MIN_GRAY_STD}
+               "max_colorfulness": MAX_COLORFULNESS, "min_gray_std": MIN_GRAY_STD}
     distances = OodDetector(section).distances(val_features)
     section["threshold"] = float(np.quantile(distances, quantile))
     section["threshold_rule"] = ("largest validation-split distance" if quantile >= 1.0
@@ -103,7 +103,7 @@ class OodDetector:
         self.variances = _decode(section["variances"], (k,))
         self.residual_variance = float(section["residual_variance"])
         self.threshold = float(section["threshold"])
-        self.max_colourfulness = float(section.get("max_colourfulness", MAX_COLOURFULNESS))
+        self.max_colorfulness = float(section.get("max_colorfulness", MAX_COLORFULNESS))
         self.min_gray_std = float(section.get("min_gray_std", MIN_GRAY_STD))
 
     def distances(self, features: np.ndarray) -> np.ndarray:
@@ -116,7 +116,7 @@ class OodDetector:
     def check(self, features: np.ndarray, stats: ImageStats) -> OodVerdict:
         """Verdict for ONE image: its pooled features (D,) and decoded-pixel statistics."""
         reasons = []
-        if stats.colourfulness > self.max_colourfulness:
+        if stats.colorfulness > self.max_colorfulness:
             reasons.append("colour")
         if stats.gray_std < self.min_gray_std:
             reasons.append("blank")

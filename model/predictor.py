@@ -1,20 +1,23 @@
-"""Load a verified model once and predict fast.
+"""Load a verified model once; one way in: :meth:`Predictor.predict`.
 
-A :class:`Predictor` wraps a forward pass (:mod:`model.runtime`): the LiteRT
-export when loaded from disk, as the app and CLI do, or the in-process Keras
-model during training. It never imports TensorFlow itself.
+A :class:`Predictor` wraps a forward pass (:mod:`model.forward_pass`): the
+LiteRT export when loaded from disk, as the app and CLI do, or the in-process
+Keras model during training. It never imports TensorFlow itself. Its result
+holds everything one pass computes (calibrated log-odds, pooled features, and
+the Grad-CAM layer's activations and gradients), so an explanation is built
+from the same pass as the prediction.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
-from model.artifact import CLASS_NAMES, SHIPPED_MODEL, ArtifactError, read_verified_metadata, verified_litert_path
+from model.artifact import CLASS_NAMES, SHIPPED_MODEL, ArtifactError, ModelMetadata, read_verified_metadata, verified_litert_path
+from model.forward_pass import ForwardPass, LiteRtForward, run_in_batches
 from model.ood import OodDetector
-from model.preprocessing import PreprocessConfig, preprocess_bytes
-from model.runtime import ForwardPass, LiteRtForward
 
 
 def label_for(probability: float, threshold: float) -> str:
@@ -22,24 +25,60 @@ def label_for(probability: float, threshold: float) -> str:
     return CLASS_NAMES[1] if probability >= threshold else CLASS_NAMES[0]
 
 
-def calibrated_probability(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature-scaled sigmoid, computed stably in float64."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
+def target_sign(target: str) -> float:
+    """+1 for PNEUMONIA, -1 for NORMAL: the one logit read for either class (log-odds of NORMAL = -log-odds)."""
+    if target not in CLASS_NAMES:
+        raise ValueError(f"unknown target {target!r}; choose one of: {', '.join(CLASS_NAMES)}")
+    return 1.0 if target == CLASS_NAMES[1] else -1.0
+
+
+def sigmoid(log_odds) -> np.ndarray:
+    """Probability from log-odds, computed stably in float64."""
+    z = np.asarray(log_odds, dtype=np.float64)
     return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+
+
+def calibrated_probability(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature-scaled sigmoid."""
+    return sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One pass over a batch of N preprocessed images."""
+
+    raw: ForwardPass  # the network's own outputs: logits, pooled features, CAM activations and gradients
+    temperature: float
+
+    @property
+    def log_odds(self) -> np.ndarray:
+        """(N,) calibrated PNEUMONIA log-odds."""
+        return self.raw.logits.astype(np.float64) / self.temperature
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(N,) calibrated P(PNEUMONIA)."""
+        return sigmoid(self.log_odds)
+
+    @property
+    def features(self) -> np.ndarray:
+        return self.raw.features
+
+    def image(self, index: int) -> ForwardPass:
+        """The pass of one image, batch axis kept: what an explanation is built from."""
+        return ForwardPass(*(getattr(self.raw, f)[index:index + 1] for f in ForwardPass.__dataclass_fields__))
 
 
 class Predictor:
     """A forward pass plus its model's metadata; thread-safe for concurrent calls."""
 
-    def __init__(self, forward, metadata: dict):
-        self.run = forward  # images -> ForwardPass; also what the explainer uses
+    def __init__(self, forward, metadata: ModelMetadata):
+        self.forward = forward  # images -> ForwardPass
         self.metadata = metadata
-        self.preprocess_config = PreprocessConfig.from_dict(metadata["preprocessing"])
-        self.temperature = float(metadata["calibration"]["temperature"])
-        if "ood" not in metadata:
+        if metadata.ood is None:
             raise ArtifactError("this model has no out-of-distribution gate fitted; "
                                 "run 'python -m training refit --model PATH --data DIR' first")
-        self.ood = OodDetector(metadata["ood"])
+        self.ood = OodDetector(metadata.ood)
 
     @classmethod
     def load(cls, model_path: str | os.PathLike | None = None) -> Predictor:
@@ -48,28 +87,7 @@ class Predictor:
         meta = read_verified_metadata(model_path)
         return cls(LiteRtForward(verified_litert_path(model_path, meta)), meta)
 
-    @property
-    def default_threshold(self) -> float:
-        thresholds = self.metadata["thresholds"]
-        return float(thresholds[thresholds["default"]]["value"])
-
-    def forward_log_odds(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated PNEUMONIA log-odds, logit / T; pooled features) for a preprocessed batch (N, S, S, 3)."""
-        images = np.asarray(images, dtype=np.float32)
-        if len(images) == 0:
-            return np.zeros(0), np.zeros((0, 0), np.float32)
-        passes: list[ForwardPass] = [self.run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-        logits = np.concatenate([p.logits for p in passes]).astype(np.float64)
-        return logits / self.temperature, np.concatenate([p.features for p in passes])
-
-    def forward(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated PNEUMONIA probabilities, pooled features) for a preprocessed batch (N, S, S, 3)."""
-        log_odds, features = self.forward_log_odds(images, batch_size)
-        return calibrated_probability(log_odds, 1.0), features
-
-    def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Calibrated PNEUMONIA probabilities for a preprocessed batch."""
-        return self.forward(images, batch_size)[0]
-
-    def preprocess(self, data: bytes) -> np.ndarray:
-        return preprocess_bytes(data, self.preprocess_config)
+    def predict(self, images: np.ndarray, batch_size: int = 32) -> Predictions:
+        """One pass over preprocessed images (N, S, S, 3) float32 in [0, 1]."""
+        return Predictions(run_in_batches(self.forward, np.asarray(images, np.float32), batch_size),
+                           self.metadata.calibration.temperature)

@@ -1,6 +1,8 @@
 """The ONE preprocessing path, shared by training, evaluation, the CLI and the app.
 
-bytes --decode_image--> 2-D uint8 grayscale --preprocess_gray--> float32 (S, S, 3) in [0, 1]
+One public entry, :func:`prepare`: file bytes -> :class:`PreparedImage` (the decoded
+2-D uint8 grayscale, how colourful the source was, and the float32 (S, S, 3) model
+input in [0, 1]). Training, evaluation, the CLI and the app all go through it.
 
 The training images were made by squashing each radiograph to 224×224 (aspect
 ratio not kept), so inference squashes the same way. CLAHE evens out exposure
@@ -20,6 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model.pixels import WORKING_MAX_SIDE, ImageInputError, rescale_to_uint8, shrink_to_side
+
 # Bounds on what a decode may cost, checked from the header before any pixel is decoded. A JPEG is
 # decoded at reduced scale (draft), so its bound applies to the reduced size; other formats decode in full.
 MAX_PIXELS = 120_000_000  # declared size: anything larger is refused outright
@@ -27,19 +31,17 @@ MAX_DECODED_BYTES = 96 * 2**20  # width × height × bytes per pixel of the deco
 MIN_SIDE = 32
 MAX_ASPECT_RATIO = 4.0
 MAX_FILE_BYTES = 200 * 1024 * 1024
-WORKING_MAX_SIDE = 2048  # decoded images are area-downscaled to this at most (draft mode for JPEG)
 
 DICOM_MAGIC_OFFSET = 128
 
 
 @dataclass(frozen=True)
-class DecodedImage:
-    gray: np.ndarray  # 2-D uint8
-    colourfulness: float  # mean per-pixel channel spread in [0, 1]; 0 for grey sources
+class PreparedImage:
+    """One upload, decoded and preprocessed."""
 
-
-class ImageInputError(ValueError):
-    """An input that cannot be turned into a model input; ``str(err)`` is for humans."""
+    gray: np.ndarray  # the decoded image: 2-D uint8, its own aspect ratio, at most WORKING_MAX_SIDE a side
+    colorfulness: float  # mean per-pixel channel spread of the source in [0, 1]; 0 for gray sources
+    model_input: np.ndarray  # float32 (S, S, 3) in [0, 1], three identical channels: what the network runs on
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,23 @@ class PreprocessConfig:
         return cls(**data)
 
 
-def preprocess_gray(gray: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+def prepare(data: bytes, config: PreprocessConfig = PreprocessConfig()) -> PreparedImage:
+    """Encoded file bytes (JPEG, PNG, DICOM, ...) -> :class:`PreparedImage`, in memory.
+
+    Honours EXIF orientation, flattens alpha onto black, maps 16-bit and float
+    images to 8 bits by their own range, and reads DICOM through pydicom.
+    Raises :class:`ImageInputError` with a human message for anything else.
+    """
+    gray, colorfulness = _decode(data)
+    return PreparedImage(gray, colorfulness, _model_input(gray, config))
+
+
+def _model_input(gray: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """2-D uint8 grayscale of any size -> float32 (S, S, 3) in [0, 1], three identical channels.
 
     Squash-resize to S×S (INTER_AREA when shrinking), CLAHE, Gaussian blur, /255.
     Deterministic: the same pixels always give the same array.
     """
-    if not isinstance(gray, np.ndarray) or gray.ndim != 2 or gray.dtype != np.uint8:
-        raise ImageInputError("internal: preprocess_gray needs a 2-D uint8 array")
     size = config.input_size
     if gray.shape != (size, size):
         shrinking = gray.shape[0] > size or gray.shape[1] > size
@@ -77,23 +88,8 @@ def preprocess_gray(gray: np.ndarray, config: PreprocessConfig = PreprocessConfi
     return np.repeat(out[:, :, None], 3, axis=2)
 
 
-def preprocess_bytes(data: bytes, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """Encoded file bytes (JPEG, PNG, DICOM, ...) -> model input; see :func:`preprocess_gray`."""
-    return preprocess_gray(decode_image(data), config)
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode an uploaded file to a 2-D uint8 grayscale array; see :func:`decode_upload`."""
-    return decode_upload(data).gray
-
-
-def decode_upload(data: bytes) -> DecodedImage:
-    """Decode an uploaded file in memory to grayscale, remembering how colourful it was.
-
-    Honours EXIF orientation, flattens alpha onto black, maps 16-bit and float
-    images to 8 bits by their own range, and reads DICOM through pydicom.
-    Raises :class:`ImageInputError` with a human message for anything else.
-    """
+def _decode(data: bytes) -> tuple[np.ndarray, float]:
+    """(2-D uint8 grayscale, colorfulness) of an uploaded file, size and geometry checked."""
     if not data:
         raise ImageInputError("The file is empty.")
     if len(data) > MAX_FILE_BYTES:
@@ -101,18 +97,18 @@ def decode_upload(data: bytes) -> DecodedImage:
     if _looks_like_dicom(data):
         from model.dicom import decode_dicom  # pydicom is only imported when needed
 
-        decoded = DecodedImage(decode_dicom(data), 0.0)
+        gray, colorfulness = decode_dicom(data), 0.0
     else:
-        decoded = _decode_with_pillow(data)
-    _check_geometry(decoded.gray.shape)
-    return decoded
+        gray, colorfulness = _decode_with_pillow(data)
+    _check_geometry(gray.shape)
+    return gray, colorfulness
 
 
 def _looks_like_dicom(data: bytes) -> bool:
     return data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
-def _decode_with_pillow(data: bytes) -> DecodedImage:
+def _decode_with_pillow(data: bytes) -> tuple[np.ndarray, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
@@ -122,7 +118,7 @@ def _decode_with_pillow(data: bytes) -> DecodedImage:
                 image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
             _check_decoded_bytes(image)
             image = ImageOps.exif_transpose(image)
-            return DecodedImage(to_uint8_gray(image), colourfulness(image))
+            return _to_uint8_gray(image), _colorfulness(image)
     except ImageInputError:
         raise
     except UnidentifiedImageError:
@@ -162,47 +158,27 @@ def _check_geometry(shape) -> None:
         raise ImageInputError(f"The image is {width}×{height} pixels: too elongated to be a chest radiograph.")
 
 
-def to_uint8_gray(image: Image.Image) -> np.ndarray:
+def _to_uint8_gray(image: Image.Image) -> np.ndarray:
     """A PIL image of any mode -> 2-D uint8 grayscale."""
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)  # animated: use the first frame
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
         return _flatten_alpha(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return rescale_to_uint8(shrink_to_working_size(np.asarray(image)))
-    return shrink_to_working_size(np.asarray(image.convert("L"), dtype=np.uint8)).copy()
+        return rescale_to_uint8(shrink_to_side(np.asarray(image)))
+    return shrink_to_side(np.asarray(image.convert("L"), dtype=np.uint8)).copy()
 
 
 def _flatten_alpha(image: Image.Image) -> np.ndarray:
     """Grey × alpha (transparent parts onto black), shrunk; two one-byte planes instead of RGBA copies."""
     if image.mode == "P":
         image = image.convert("RGBA")
-    alpha = shrink_to_working_size(np.asarray(image.getchannel("A"), dtype=np.uint8))
-    gray = shrink_to_working_size(np.asarray(image.convert("L"), dtype=np.uint8))
+    alpha = shrink_to_side(np.asarray(image.getchannel("A"), dtype=np.uint8))
+    gray = shrink_to_side(np.asarray(image.convert("L"), dtype=np.uint8))
     return (gray.astype(np.uint16) * alpha // 255).astype(np.uint8)
 
 
-def shrink_to_working_size(pixels: np.ndarray) -> np.ndarray:
-    """Area-downscale so the longer side is at most WORKING_MAX_SIDE: bounds memory for huge scans.
-
-    The model sees 224×224 and the app shows at most 768 px, so nothing visible is lost.
-    """
-    return shrink_to_side(pixels, WORKING_MAX_SIDE)
-
-
-def shrink_to_side(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """Area-downscale so the longer side is at most ``max_side`` (unchanged, not copied, if already small enough)."""
-    longer = max(pixels.shape[:2])
-    if longer <= max_side:
-        return pixels
-    scale = max_side / longer
-    size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
-    if pixels.dtype not in (np.uint8, np.uint16, np.float32):
-        pixels = pixels.astype(np.float32)
-    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-
-
-def colourfulness(image: Image.Image) -> float:
+def _colorfulness(image: Image.Image) -> float:
     """Mean (max - min) over the RGB channels of a small copy, in [0, 1]; 0 for grey modes."""
     if image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1"):
         return 0.0
@@ -210,20 +186,3 @@ def colourfulness(image: Image.Image) -> float:
     small.thumbnail((128, 128))
     rgb = np.asarray(small.convert("RGB"), dtype=np.int16)
     return float((rgb.max(axis=2) - rgb.min(axis=2)).mean() / 255.0)
-
-
-def rescale_to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Map a high-bit-depth or float 2-D array to uint8 by its own min/max (NaN/inf -> 0)."""
-    pixels = np.asarray(pixels, dtype=np.float32)
-    if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
-        pixels = pixels[:, :, :3].mean(axis=2)
-    if pixels.ndim != 2:
-        raise ImageInputError(f"Expected a single 2-D image, got pixel data of shape {pixels.shape}.")
-    finite = np.isfinite(pixels)
-    if not finite.any():
-        raise ImageInputError("The image contains no valid pixel values (all NaN or infinite).")
-    low, high = pixels[finite].min(), pixels[finite].max()
-    if high <= low:
-        return np.zeros(pixels.shape, dtype=np.uint8)
-    scaled = np.where(finite, (pixels - low) * np.float32(255.0 / (float(high) - float(low))), 0.0)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

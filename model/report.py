@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from model.operating import OperatingPoint
+from model.artifact import ModelMetadata
+from model.operating_point import OperatingPoint
 
 DISCLAIMER = ("Research demo, not for clinical use. Not a medical device: it has not been validated to diagnose, "
               "treat or triage anyone. Trained on frontal pediatric chest X-rays (age 1-5) from one hospital.")
@@ -31,15 +32,15 @@ class ReportContent:
     probability: float
     label: str
     point: OperatingPoint  # at the threshold used
-    metadata: dict
+    metadata: ModelMetadata
     gate: str  # the out-of-distribution gate's verdict, in words
     unreliable: str | None = None  # set when the output was shown although the gate flagged the image
     cautions: tuple[str, ...] = ()
 
 
-def plain_summary(metadata: dict) -> str:
+def plain_summary(metadata: ModelMetadata) -> str:
     """The model card's plain-language opening (the app's card tab shows the same words), from recorded figures."""
-    test = metadata["metrics"].get("test")
+    test = metadata.metrics.test
     how_good = ("No held-out figures are recorded for this model." if not test else
                 f"On the official test split ({test['n']} X-rays of patients it never saw) it ranks a pneumonia "
                 f"X-ray above a normal one {test['roc_auc']:.1%} of the time (ROC AUC); at the default threshold it "
@@ -58,7 +59,6 @@ def _percent(value: float | None) -> str:
 def report_lines(c: ReportContent) -> list[tuple[str, str]]:
     """(key, value) pairs, in page order."""
     meta, point = c.metadata, c.point
-    version = meta.get("model_version", "1")
     lines = [
         ("File", c.file_name),
         ("Generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
@@ -71,10 +71,10 @@ def report_lines(c: ReportContent) -> list[tuple[str, str]]:
     lines += [
         ("Sensitivity / specificity here", f"{_percent(point.sensitivity)} / {_percent(point.specificity)} on the {point.source}"),
         (f"PPV / NPV at prevalence {_percent(point.prevalence)}", f"{_percent(point.ppv)} / {_percent(point.npv)}"),
-        ("Model", f"{meta['model_name']} version {version} ({meta['backbone']}), created {meta['created'][:10]}"),
-        ("Model file SHA-256", meta["sha256"]),
+        ("Model", f"{meta.model_name} version {meta.model_version} ({meta.backbone}), created {meta.created[:10]}"),
+        ("Model file SHA-256", meta.sha256),
     ]
-    test = meta["metrics"].get("test")
+    test = meta.metrics.test
     if test:
         n = test.get("n") or sum(len(v) for v in test.get("scores", {}).values()) or "?"
         lines.append(("Official test split", f"{n} images: ROC AUC {test['roc_auc']:.3f}; at the default threshold "
@@ -129,7 +129,7 @@ def _text_block(figure, lines: list[tuple[str, str]], top: float, bottom: float 
             break
     y = top
     for (keys, values), (_, value) in zip(wrapped, lines):
-        colour = "#b00000" if "UNRELIABLE" in value else "black"
+        color = "#b00000" if "UNRELIABLE" in value else "black"
         figure.text(0.06, y, "\n".join(keys), fontsize=fontsize, color="#444444", va="top")
-        figure.text(0.40, y, "\n".join(values), fontsize=fontsize, weight="bold", color=colour, va="top")
+        figure.text(0.40, y, "\n".join(values), fontsize=fontsize, weight="bold", color=color, va="top")
         y -= line_height * max(len(keys), len(values)) + 0.006

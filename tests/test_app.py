@@ -87,7 +87,7 @@ def _sample_with_undecided_probability(app) -> float:
 
 def test_threshold_changes_label_without_recomputing(app, monkeypatch):
     probability = _sample_with_undecided_probability(app)
-    import model.analysis as analysis
+    import model.service as analysis
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the network ran again")
@@ -103,10 +103,8 @@ def test_threshold_changes_label_without_recomputing(app, monkeypatch):
 
 
 def test_presets_set_exactly_the_models_thresholds(app, shipped_meta):
-    from model.operating import threshold_presets
-
     _pick_sample(app, 0)
-    for name, value in threshold_presets(shipped_meta).items():
+    for name, value in shipped_meta.thresholds.values().items():
         app.button(key=f"preset_{name}").click().run()
         assert app.session_state.threshold == value  # exact: the CLI uses the same number
         assert app.slider(key="threshold_slider").value == value
@@ -114,7 +112,7 @@ def test_presets_set_exactly_the_models_thresholds(app, shipped_meta):
 
 
 def test_readout_is_the_held_out_operating_point(app, shipped_meta):
-    from model.operating import DEFAULT_PREVALENCE, operating_point
+    from model.operating_point import DEFAULT_PREVALENCE, operating_point
 
     _pick_sample(app, 0)
     threshold = app.session_state.threshold
@@ -123,7 +121,7 @@ def test_readout_is_the_held_out_operating_point(app, shipped_meta):
     assert _metric(app, "Specificity") == pytest.approx(point.specificity, abs=0.001)
     caption = " ".join(c.value for c in app.caption)
     assert point.source in caption
-    if shipped_meta["metrics"].get("test", {}).get("scores"):
+    if (shipped_meta.metrics.test or {}).get("scores"):
         assert point.held_out and "official test split" in caption
     assert any(m.label == f"PPV at {DEFAULT_PREVALENCE:.0%}" for m in app.metric)
 

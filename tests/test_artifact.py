@@ -11,6 +11,7 @@ import pytest
 from model.artifact import (
     SHIPPED_MODEL,
     ArtifactError,
+    ModelMetadata,
     NoTrainedModelError,
     litert_path,
     load_model,
@@ -30,9 +31,10 @@ def _copy(tiny_model, tmp_path):
 
 def test_round_trip_loads_verified_model(tiny_model):
     model, meta = load_model(tiny_model)
-    assert meta["input_size"] == 64 and meta["backbone"] == "efficientnet_lite0"
-    assert model.get_layer(meta["cam_layer"]) is not None
-    assert meta["thresholds"]["default"] in meta["thresholds"]
+    assert meta.input_size == 64 and meta.backbone == "efficientnet_lite0"
+    assert model.get_layer(meta.cam_layer) is not None and model.get_layer(meta.feature_layer) is not None
+    assert meta.thresholds.default in meta.thresholds.named
+    assert read_verified_metadata(tiny_model).to_dict() == json.loads(tiny_model.with_suffix(".json").read_text())
 
 
 def test_tampered_model_is_refused(tiny_model, tmp_path):
@@ -46,9 +48,9 @@ def test_tampered_model_is_refused(tiny_model, tmp_path):
 
 def test_training_writes_a_verified_litert_export(tiny_model):
     meta = read_verified_metadata(tiny_model)
-    assert meta["runtime"] == {"engine": "litert", "file": litert_path(tiny_model).name, "sha256": meta["runtime"]["sha256"]}
+    assert meta.runtime.engine == "litert" and meta.runtime.file == litert_path(tiny_model).name
     predictor = Predictor.load(tiny_model)
-    assert predictor.probabilities(np.zeros((2, 64, 64, 3), np.float32)).shape == (2,)
+    assert predictor.predict(np.zeros((2, 64, 64, 3), np.float32)).probabilities.shape == (2,)
 
 
 def test_tampered_litert_export_is_refused(tiny_model, tmp_path):
@@ -98,6 +100,12 @@ def test_schema_errors_are_listed(tiny_model):
     meta["thresholds"]["balanced"]["value"] = 1.5
     with pytest.raises(ArtifactError, match="threshold 'balanced'"):
         validate_metadata(meta)
+    meta = json.loads(tiny_model.with_suffix(".json").read_text())
+    meta["colour_scheme"] = "x"
+    meta["calibration"]["bias"] = 0.0
+    with pytest.raises(ArtifactError) as excinfo:
+        ModelMetadata.from_dict(meta)
+    assert "unknown field 'colour_scheme'" in str(excinfo.value) and "field 'calibration' has unknown entries" in str(excinfo.value)
 
 
 def test_missing_shipped_model_says_so(monkeypatch, tmp_path):

@@ -92,8 +92,8 @@ def _open(browser, url):
 
 def _undecided_sample(sample_files):
     """A gallery X-ray whose probability leaves room for a threshold on either side (0.001 and 0.999)."""
-    from model.analysis import analyze_bytes
     from model.predictor import Predictor
+    from model.service import analyze_bytes
 
     predictor = Predictor.load()
     for path in sample_files:
@@ -153,8 +153,8 @@ def test_eight_concurrent_sessions_get_their_own_results(server, browser, sample
     import numpy as np
     from PIL import Image
 
-    from model.analysis import analyze_bytes
     from model.predictor import Predictor
+    from model.service import analyze_bytes
 
     files = list(sample_files)
     for i, source in enumerate(sample_files[2:4]):  # two more distinct images: mirrored copies

@@ -8,10 +8,12 @@ import pytest
 
 from model.backbones import build_classifier
 from model.explain import CAM_METHODS, CamExplainer, overlay_heatmap
-from model.preprocessing import preprocess_bytes
-from model.runtime import LiteRtForward, export_litert, keras_forward
+from model.forward_pass import LiteRtForward, export_litert, keras_forward
+from model.artifact import NetworkLayout
+from model.backbones import network_layout
+from model.preprocessing import prepare
 
-NETWORK = {"input_size": 224, "cam_layer": "top_activation", "logit_layer": "logit"}
+NETWORK = network_layout("efficientnet_lite0", 224)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def litert_forward(lite0_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def xray(sample_files):
-    return preprocess_bytes(sample_files[0].read_bytes())
+    return prepare(sample_files[0].read_bytes()).model_input
 
 
 @pytest.mark.parametrize("method", sorted(CAM_METHODS))
@@ -77,7 +79,7 @@ def test_unknown_method_and_layer_are_explained(lite0_model, explainer, xray):
     with pytest.raises(ValueError, match="gradcam"):
         explainer.explain(xray, "magic")
     with pytest.raises(ValueError, match="no layer named"):
-        keras_forward(lite0_model, dict(NETWORK, cam_layer="not_a_layer"))
+        keras_forward(lite0_model, NetworkLayout(224, "avg_pool", "not_a_layer", "logit"))
 
 
 def test_litert_export_computes_the_same_pass(lite0_model, litert_forward, xray):
@@ -87,6 +89,17 @@ def test_litert_export_computes_the_same_pass(lite0_model, litert_forward, xray)
         ours, theirs = getattr(exported, name), getattr(reference, name)
         assert ours.shape == theirs.shape, name
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * float(np.abs(theirs).max()), err_msg=name)
+
+
+@pytest.mark.parametrize("method", sorted(CAM_METHODS))
+def test_cam_from_the_prediction_pass_is_the_same_map(explainer, lite0_model, xray, method):
+    computed = keras_forward(lite0_model, NETWORK)(xray[None])
+    np.testing.assert_array_equal(explainer.explain(xray, method, computed=computed), explainer.explain(xray, method))
+
+
+def test_registry_says_which_methods_cost_extra_passes():
+    assert [m.name for m in CAM_METHODS.values() if m.slow] == ["scorecam"]
+    assert {m.label for m in CAM_METHODS.values()} == {"Grad-CAM", "Grad-CAM++", "Score-CAM"}
 
 
 @pytest.mark.parametrize("method", sorted(CAM_METHODS))

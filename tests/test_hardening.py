@@ -72,9 +72,10 @@ def test_huge_scans_are_decoded_at_bounded_size():
     from conftest import encode
     from PIL import Image
 
-    from model.preprocessing import WORKING_MAX_SIDE, decode_image
+    from model.pixels import WORKING_MAX_SIDE
+    from model.preprocessing import prepare
 
     big_jpeg = encode(Image.new("L", (9000, 7000), 90), "JPEG")  # 63 MP: decoded at reduced scale (draft)
     big_png16 = encode(Image.fromarray(np.full((6000, 5000), 30000, np.uint16)))  # no draft for PNG: area-shrunk
     for data in (big_jpeg, big_png16):
-        assert max(decode_image(data).shape) <= WORKING_MAX_SIDE
+        assert max(prepare(data).gray.shape) <= WORKING_MAX_SIDE

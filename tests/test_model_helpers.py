@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 
 from model.faithfulness import IMPUTATION_NOISE, deletion_check, noisy_linear_imputation
-from model.operating import operating_point, predictive_values, threshold_presets
+from model.artifact import Calibration, Metrics, ModelMetadata, Threshold, Thresholds, ValidationPoint
+from model.operating_point import operating_point, predictive_values
+from model.preprocessing import PreprocessConfig
 from model.report import ReportContent, render_report, report_figure
 
-METADATA = {
-    "operating_points": [{"threshold": t, "sensitivity": 1 - t / 2, "specificity": t} for t in (0.1, 0.2, 0.3)],
-    "thresholds": {"default": "balanced", "balanced": {"value": 0.2, "rule": "r"}, "screening": {"value": 0.1, "rule": "r"}},
-    "model_name": "m", "backbone": "b", "created": "2026-11-22T00:00:00", "sha256": "0" * 64, "metrics": {},
-}
+METADATA = ModelMetadata(
+    model_name="m", created="2026-11-22T00:00:00", backbone="b", input_size=224, preprocessing=PreprocessConfig(),
+    feature_layer="avg_pool", cam_layer="top_activation", logit_layer="logit", calibration=Calibration("t", 1.0),
+    thresholds=Thresholds("balanced", {"balanced": Threshold(0.2, "r"), "screening": Threshold(0.1, "r")}),
+    operating_points=tuple(ValidationPoint(t, 1 - t / 2, t) for t in (0.1, 0.2, 0.3)),
+    metrics=Metrics(validation={}), training={}, dataset={}, model_file="m.keras", sha256="0" * 64)
 
 
 def test_predictive_values_hand_checked():
@@ -29,12 +32,12 @@ def test_operating_point_falls_back_to_the_validation_table_and_says_so():
     point = operating_point(METADATA, 0.21, 0.5)
     assert (point.sensitivity, point.specificity) == (0.9, 0.2)
     assert not point.held_out and "optimistic" in point.source
-    assert threshold_presets(METADATA) == {"balanced": 0.2, "screening": 0.1}
+    assert METADATA.thresholds.values() == {"balanced": 0.2, "screening": 0.1} and METADATA.thresholds.default_value == 0.2
 
 
 def test_held_out_operating_point_is_exact_at_any_threshold():
     scores = {"NORMAL": [0.1, 0.2, 0.3, 0.6], "PNEUMONIA": [0.25, 0.5, 0.7, 0.9, 0.95]}
-    meta = dict(METADATA, metrics={"test": {"scores": scores}})
+    meta = METADATA.replace(metrics=Metrics(validation={}, test={"scores": scores}))
     point = operating_point(meta, 0.5, 0.2)  # p >= 0.5 is PNEUMONIA: 4 of 5 found, 3 of 4 normals cleared
     assert point.held_out and "official test split, 9 images (4 normal, 5 pneumonia)" == point.source
     assert (point.sensitivity, point.specificity) == (0.8, 0.75)
@@ -71,7 +74,7 @@ def test_imputation_fills_smoothly_and_keeps_the_rest():
 def _report(unreliable=None):
     gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
     overlay = np.repeat(gray[:, :, None], 3, axis=2)
-    meta = dict(METADATA, model_name="pneumonia_efficientnet_lite0_with_a_long_name", backbone="efficientnet_lite0")
+    meta = METADATA.replace(model_name="pneumonia_efficientnet_lite0_with_a_long_name", backbone="efficientnet_lite0")
     gate = "flagged: " + "its features are 4.6× as far from the training X-rays as the farthest validation X-ray; " * 3
     return ReportContent("a very long file name " * 6 + ".png", gray, overlay, "Grad-CAM (evidence for pneumonia)", 0.42,
                          "PNEUMONIA", operating_point(meta, 0.2, 0.3), meta, gate, unreliable,

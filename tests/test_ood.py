@@ -11,7 +11,7 @@ from PIL import Image
 
 from model.ood import ImageStats, OodDetector, fit_ood
 
-GREY = ImageStats(colourfulness=0.0, gray_std=40.0)
+GRAY = ImageStats(colorfulness=0.0, gray_std=40.0)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def detector():
 def test_validation_quantile_sets_the_false_rejection_rate(detector):
     ood, scales, rng = detector
     fresh = rng.normal(0, 1, (4000, 64)) * scales
-    rate = np.mean([not ood.check(f, GREY).in_distribution for f in fresh])
+    rate = np.mean([not ood.check(f, GRAY).in_distribution for f in fresh])
     assert 0.002 < rate < 0.03
 
 
@@ -36,27 +36,27 @@ def test_far_features_are_rejected(detector):
     odd_direction = np.zeros(64)
     odd_direction[-1] = 40.0  # far along an axis outside the principal subspace
     for features in (shifted, odd_direction):
-        verdict = ood.check(features, GREY)
+        verdict = ood.check(features, GRAY)
         assert not verdict.in_distribution and verdict.reasons == ("features",) and verdict.distance > 1
 
 
 def test_image_checks(detector):
     ood, scales, _ = detector
     typical = np.zeros(64)
-    assert ood.check(typical, GREY).in_distribution
-    colour = ood.check(typical, ImageStats(colourfulness=0.3, gray_std=40.0))
-    assert colour.reasons == ("colour",) and "in colour (colour spread 0.30" in colour.message
+    assert ood.check(typical, GRAY).in_distribution
+    colored = ood.check(typical, ImageStats(colorfulness=0.3, gray_std=40.0))
+    assert colored.reasons == ("colour",) and "in colour (colour spread 0.30" in colored.message
     assert ood.check(typical, ImageStats(0.0, 1.0)).reasons == ("blank",)
 
 
-def test_decoder_measures_colourfulness():
+def test_decoder_measures_colorfulness():
     from skimage import data as skdata
 
-    from model.preprocessing import decode_upload
+    from model.preprocessing import prepare
 
-    assert decode_upload(encode(Image.fromarray(skdata.astronaut()), "JPEG")).colourfulness > 0.1
-    grey_as_rgb = Image.fromarray(synthetic_xray(3)).convert("RGB")
-    assert decode_upload(encode(grey_as_rgb, "JPEG")).colourfulness < 0.02
+    assert prepare(encode(Image.fromarray(skdata.astronaut()), "JPEG")).colorfulness > 0.1
+    gray_as_rgb = Image.fromarray(synthetic_xray(3)).convert("RGB")
+    assert prepare(encode(gray_as_rgb, "JPEG")).colorfulness < 0.02
 
 
 def test_cli_flags_a_photograph(tiny_model, tmp_path, capsys):

@@ -10,13 +10,16 @@ import pytest
 from conftest import encode, make_dicom, synthetic_xray
 from PIL import Image
 
-from model.preprocessing import (
-    ImageInputError,
-    PreprocessConfig,
-    decode_image,
-    preprocess_bytes,
-    preprocess_gray,
-)
+from model.preprocessing import ImageInputError, PreprocessConfig, prepare
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    return prepare(data).gray
+
+
+def preprocess_array(gray: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """The model input of an 8-bit gray array, through the one public entry (PNG is lossless)."""
+    return prepare(encode(Image.fromarray(gray)), config).model_input
 
 
 def _assert_model_input(x, size=224):
@@ -26,7 +29,7 @@ def _assert_model_input(x, size=224):
 
 
 def test_output_contract_and_determinism(xray_png):
-    first, second = preprocess_bytes(xray_png), preprocess_bytes(xray_png)
+    first, second = prepare(xray_png).model_input, prepare(xray_png).model_input
     _assert_model_input(first)
     assert np.array_equal(first, second)
     assert first.std() > 0.05  # CLAHE keeps contrast
@@ -35,18 +38,15 @@ def test_output_contract_and_determinism(xray_png):
 def test_squashes_rather_than_pads():
     wide = np.zeros((200, 400), np.uint8)
     wide[:, 200:] = 255  # right half white: after a squash it is still the right half
-    x = preprocess_gray(wide)
+    x = preprocess_array(wide)
     assert x[:, :100, 0].mean() < 0.2 and x[:, 124:, 0].mean() > 0.8
     assert x[:8].mean() > 0.3  # no black padding bands at the top
 
 
 def test_training_sized_jpeg_is_not_resized(sample_files):
     data = sample_files[0].read_bytes()
-    gray = decode_image(data)
-    assert gray.shape == (224, 224)
-    config = PreprocessConfig(blur_kernel=0, clahe_clip_limit=0.01)
-    x = preprocess_gray(gray, config)
-    assert x.shape == (224, 224, 3)
+    prepared = prepare(data, PreprocessConfig(blur_kernel=0, clahe_clip_limit=0.01))
+    assert prepared.gray.shape == (224, 224) and prepared.model_input.shape == (224, 224, 3)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "P", "RGBA", "LA", "CMYK"])
@@ -110,10 +110,10 @@ def _png_with_declared_size(width, height) -> bytes:
 ], ids=["empty", "text", "truncated-jpeg", "bomb", "132-megapixels", "1x1", "aspect", "dicom-no-pixels"])
 def test_bad_inputs_raise_human_messages(data, message):
     with pytest.raises(ImageInputError, match=message):
-        preprocess_bytes(data)
+        prepare(data)
 
 
 def test_config_round_trip():
     config = PreprocessConfig(input_size=128, clahe_clip_limit=3.0)
     assert PreprocessConfig.from_dict(config.to_dict()) == config
-    _assert_model_input(preprocess_gray(synthetic_xray(9), config), 128)
+    _assert_model_input(preprocess_array(synthetic_xray(9), config), 128)

@@ -67,8 +67,8 @@ def test_dicom_upload_stays_in_memory_and_patient_fields_never_leak(caplog, capf
 
 
 def test_results_csv_has_only_file_names_and_outputs(sample_files):
-    from model.analysis import BatchItem, analyze_bytes, results_rows, rows_to_csv
     from model.predictor import Predictor
+    from model.service import BatchItem, analyze_bytes, results_rows, rows_to_csv
 
     predictor = Predictor.load()
     dicom = make_dicom(synthetic_xray(23).astype(np.uint16) * 16, patient_name=PATIENT[0])
@@ -78,7 +78,7 @@ def test_results_csv_has_only_file_names_and_outputs(sample_files):
 
 
 def test_csv_cells_cannot_run_as_formulas_and_download_names_are_safe():
-    from model.analysis import BatchItem, results_rows, rows_to_csv, safe_download_name
+    from model.service import BatchItem, results_rows, rows_to_csv, safe_download_name
 
     rows = results_rows([BatchItem(1, "=HYPERLINK(\"http://x\")", None, "damaged"), BatchItem(2, "@SUM(A1).png", None, "x")], 0.5)
     import csv

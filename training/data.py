@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model.artifact import CLASS_NAMES
-from model.preprocessing import ImageInputError, PreprocessConfig, preprocess_bytes
+from model.preprocessing import ImageInputError, PreprocessConfig, prepare
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def load_images(examples: list[Example], config: PreprocessConfig):
     keep = []
     for i, example in enumerate(examples):
         try:
-            images[i] = preprocess_bytes(example.path.read_bytes(), config)[:, :, :1]
+            images[i] = prepare(example.path.read_bytes(), config).model_input[:, :, :1]
             keep.append(i)
         except ImageInputError as exc:
             log.warning("skipping %s: %s", example.path.name, exc)

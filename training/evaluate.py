@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import history_path, read_verified_metadata, save_metadata
+from model.artifact import Thresholds, history_path, read_verified_metadata, save_metadata
 from model.predictor import Predictor
 from training import data as data_lib
 from training import metrics as metrics_lib
@@ -23,21 +23,19 @@ log = logging.getLogger(__name__)
 
 def predict_split(predictor: Predictor, examples):
     """(labels, calibrated probabilities, examples kept) for every readable image of ``examples``."""
-    images, labels, kept = data_lib.load_images(examples, predictor.preprocess_config)
-    return labels, predictor.probabilities(np.repeat(images, 3, axis=-1)), kept
+    images, labels, kept = data_lib.load_images(examples, predictor.metadata.preprocessing)
+    return labels, predictor.predict(np.repeat(images, 3, axis=-1)).probabilities, kept
 
 
-def evaluation_report(labels, probabilities, metadata) -> dict:
+def evaluation_report(labels, probabilities, thresholds: Thresholds) -> dict:
     """Metrics at each of the artifact's thresholds, ranking metrics and 95 % bootstrap intervals."""
-    thresholds = metadata["thresholds"]
-    default = thresholds["default"]
     report = {
         "ranking": metrics_lib.ranking_metrics(labels, probabilities),
-        "thresholds": {name: metrics_lib.classification_metrics(labels, probabilities, entry["value"])
-                       for name, entry in thresholds.items() if name != "default"},
-        "default_threshold": default,
+        "thresholds": {name: metrics_lib.classification_metrics(labels, probabilities, value)
+                       for name, value in thresholds.values().items()},
+        "default_threshold": thresholds.default,
     }
-    report["bootstrap"] = metrics_lib.bootstrap_ci(labels, probabilities, thresholds[default]["value"])
+    report["bootstrap"] = metrics_lib.bootstrap_ci(labels, probabilities, thresholds.default_value)
     report["scores"] = per_class_scores(labels, probabilities)
     return report
 
@@ -52,18 +50,19 @@ def evaluate(model: str, data: str, out: str, split: str = "test", plots: bool =
     predictor = Predictor.load(model)
     examples = data_lib.list_split(data, split)
     labels, probabilities, examples = predict_split(predictor, examples)
+    meta = predictor.metadata
     report = {
         "model": Path(model).name,
-        "model_sha256": predictor.metadata["sha256"],
+        "model_sha256": meta.sha256,
         "split": split,
         "evaluated": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": data_lib.fingerprint(examples),
-        "model_validation": predictor.metadata["metrics"]["validation"],
-        "model_stress_validation": predictor.metadata["metrics"].get("stress_validation"),
-        "model_training": {k: predictor.metadata["training"].get(k) for k in
+        "model_validation": meta.metrics.validation,
+        "model_stress_validation": meta.metrics.stress_validation,
+        "model_training": {k: meta.training.get(k) for k in
                            ("weights", "unfreeze_blocks", "mixup_alpha", "label_smoothing", "stage2_lr", "epochs_run", "seed",
                             "schedule", "rotation", "shift", "zoom_height", "zoom_width", "soup_of")},
-        **evaluation_report(labels, probabilities, predictor.metadata),
+        **evaluation_report(labels, probabilities, meta.thresholds),
     }
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,10 +82,7 @@ def _record(model_path, split, report):
     """Copy headline metrics into the metadata; the .keras file (and so its checksum) is untouched."""
     meta = read_verified_metadata(model_path)
     default = report["default_threshold"]
-    meta["metrics"][split] = {**report["ranking"], **report["bootstrap"],
-                              **{k: v for k, v in report["thresholds"][default].items()},
-                              "at_threshold": default,
-                              "screening": report["thresholds"].get("screening"),
-                              "scores": report["scores"]}
-    path = save_metadata(model_path, meta)
-    log.info("recorded %s metrics in %s", split, path)
+    recorded = {**report["ranking"], **report["bootstrap"], **report["thresholds"][default], "at_threshold": default,
+                "screening": report["thresholds"].get("screening"), "scores": report["scores"]}
+    save_metadata(model_path, meta.replace(metrics=meta.metrics.replace(**{split: recorded})))
+    log.info("recorded %s metrics for %s", split, model_path)

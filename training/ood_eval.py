@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model.analysis import analyze_bytes
 from model.predictor import Predictor
 from model.preprocessing import ImageInputError
+from model.service import analyze_bytes
 from training import data as data_lib
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ def evaluate_ood(model: str, data: str, out: str, split: str = "test") -> dict:
     flagged = [_rejected(predictor, e.path.read_bytes())[0] for e in data_lib.list_split(data, split)]
     all_rejections = [r for values in by_kind.values() for r in values]
     report = {
-        "model_sha256": predictor.metadata["sha256"],
-        "threshold": predictor.metadata["ood"]["threshold"],
-        "threshold_rule": predictor.metadata["ood"].get("threshold_rule"),
+        "model_sha256": predictor.metadata.sha256,
+        "threshold": predictor.ood.threshold,
+        "threshold_rule": predictor.metadata.ood.get("threshold_rule"),
         "non_xray": {"n": len(all_rejections), "rejection_rate": float(np.mean(all_rejections)),
                      "by_kind": {k: {"n": len(v), "rejection_rate": float(np.mean(v))} for k, v in sorted(by_kind.items())},
                      "by_reason": reasons},

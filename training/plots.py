@@ -5,25 +5,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # the object API: no global backend switch
+from matplotlib.figure import Figure
+from sklearn import metrics as skm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
+from model.artifact import CLASS_NAMES
+from model.preprocessing import prepare
 
-from model.artifact import CLASS_NAMES  # noqa: E402
+
+def _subplots(*grid, figsize):
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(*grid)
 
 
 def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def roc_curve(path, labels, probabilities, report):
     fpr, tpr, _ = skm.roc_curve(labels, probabilities)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _subplots(figsize=(4.5, 4.5))
     ci = report["bootstrap"]["roc_auc_95ci"]
     ax.plot(fpr, tpr, label=f"AUC {report['ranking']['roc_auc']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f})")
     for name, m in report["thresholds"].items():
@@ -36,7 +40,7 @@ def roc_curve(path, labels, probabilities, report):
 
 def pr_curve(path, labels, probabilities, report):
     precision, recall, _ = skm.precision_recall_curve(labels, probabilities)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _subplots(figsize=(4.5, 4.5))
     ax.plot(recall, precision, label=f"AP {report['ranking']['pr_auc']:.3f}")
     ax.axhline(np.mean(labels), ls="--", color="grey", lw=0.8, label="prevalence")
     ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision–recall")
@@ -48,7 +52,7 @@ def confusion(path, report):
     m = report["thresholds"][report["default_threshold"]]
     cm = m["confusion_matrix"]
     grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
-    fig, ax = plt.subplots(figsize=(4, 3.6))
+    fig, ax = _subplots(figsize=(4, 3.6))
     ax.imshow(grid, cmap="Blues")
     for (i, j), v in np.ndenumerate(grid):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > grid.max() / 2 else "black", fontsize=14)
@@ -68,7 +72,7 @@ def reliability(path, labels, probabilities, report, bins=10):
             centres.append(probabilities[mask].mean())
             observed.append(np.mean(labels[mask]))
             counts.append(mask.sum())
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
     ax.plot(centres, observed, "o-", label=f"ECE {report['ranking']['ece']:.3f}")
     for x, y, n in zip(centres, observed, counts, strict=False):
@@ -88,7 +92,7 @@ def _stages(hist: dict) -> dict:
 def history(path, history_file):
     hist = _stages(json.loads(Path(history_file).read_text()))
     soup = any(" " in label for label in hist)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = _subplots(1, 2, figsize=(9, 3.5))
     offset = 0
     for stage, h in hist.items():
         offset = 0 if soup else offset  # a soup's members each start at epoch 1
@@ -111,10 +115,10 @@ def gradcam_grid(path, predictor, examples, probabilities, labels, per_class=4, 
     explainer = CamExplainer.for_predictor(predictor)
     rng = np.random.default_rng(seed)
     picks = [i for c in (0, 1) for i in rng.choice(np.flatnonzero(labels == c), per_class, replace=False)]
-    fig, axes = plt.subplots(2, per_class, figsize=(2.6 * per_class, 5.6))
-    threshold = predictor.default_threshold
+    fig, axes = _subplots(2, per_class, figsize=(2.6 * per_class, 5.6))
+    threshold = predictor.metadata.thresholds.default_value
     for ax, i in zip(axes.ravel(), picks, strict=False):
-        image = predictor.preprocess(examples[i].path.read_bytes())
+        image = prepare(examples[i].path.read_bytes(), predictor.metadata.preprocessing).model_input
         heatmap = explainer.explain(image, "gradcam")
         ax.imshow(overlay_heatmap(image[:, :, 0], heatmap, opacity=0.35))
         predicted = CLASS_NAMES[int(probabilities[i] >= threshold)]

@@ -1,7 +1,7 @@
 """Small hyper-parameter search scored on the validation split only.
 
 Each trial is a full, shorter run of :func:`training.train.train` in its own
-folder; trials are ranked by validation log-loss of the calibrated model
+folder; trials are ranked by the validation Brier score of the calibrated model
 (then ROC AUC), never by anything computed on the test split.
 """
 
@@ -38,7 +38,7 @@ def search(base: TrainConfig, grid: dict | None = None, max_trials: int = 0) -> 
         config = dataclasses.replace(base, out=str(Path(base.out) / f"trial_{i:02d}"), **params)
         log.info("trial %d/%d: %s", i + 1, len(combos), params)
         meta = read_verified_metadata(train(config))
-        validation = meta["metrics"]["validation"]
+        validation = meta.metrics.validation
         results.append({"trial": i, **params, "val_brier": validation["brier"], "val_roc_auc": validation["roc_auc"],
                         "val_accuracy": validation["accuracy"], "model": str(Path(config.out))})
     results.sort(key=lambda r: (r["val_brier"], -r["val_roc_auc"]))

@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from model.artifact import history_path, litert_entry, litert_path, load_model, save_metadata
-from model.backbones import build_classifier, network_fields
-from model.preprocessing import PreprocessConfig
-from model.runtime import export_litert
+from model.artifact import history_path, litert_entry, litert_path, load_model, read_verified_metadata, save_metadata
+from model.backbones import build_classifier, network_layout
+from model.forward_pass import export_litert
 from training import stress
 from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, scoring_forward
 
@@ -68,14 +68,14 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
     """Score every candidate on the stress validation, apply the rule, write the chosen artifact into ``out``."""
     loaded = [load_model(p) for p in members]
     metas = [m for _, m in loaded]
-    split = metas[0]["dataset"]["split"]
-    digest = metas[0]["dataset"]["validation"]["names_sha256"]
-    if any(m["dataset"]["validation"]["names_sha256"] != digest for m in metas):
+    split = metas[0].dataset["split"]
+    digest = metas[0].dataset["validation"]["names_sha256"]
+    if any(m.dataset["validation"]["names_sha256"] != digest for m in metas):
         raise ValueError("members must share one validation split (train them with the same --split-seed)")
     _, _, (x_train, _), (x_val, y_val) = _split_and_load(data, 0, split["seed"], split["val_fraction"],
-                                                         PreprocessConfig.from_dict(metas[0]["preprocessing"]))
+                                                         metas[0].preprocessing)
     x_stress, y_stress = stress.stress_set(x_val, y_val)
-    network = network_fields(metas[0]["backbone"], metas[0]["input_size"])
+    network = network_layout(metas[0].backbone, metas[0].input_size)
 
     def logits_of(model):
         forward = scoring_forward(model)
@@ -88,12 +88,12 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
         rows.append(_row(Path(path).parent.name, "member", 1, val_logits, y_val, stress_logits, y_stress))
     ensemble = tuple(np.mean([m[i] for m in member_logits], axis=0) for i in (0, 1))
     rows.append(_row("ensemble", "mean logit of the members", len(members), *_pair(ensemble, y_val, y_stress)))
-    soup = build_classifier(metas[0]["backbone"], "none", metas[0]["input_size"], metas[0]["training"]["dropout"])
+    soup = build_classifier(metas[0].backbone, "none", metas[0].input_size, metas[0].training["dropout"])
     soup.set_weights(soup_weights([m for m, _ in loaded]))
     rows.append(_row("soup", "uniform weight average of the members", 1, *_pair(logits_of(soup), y_val, y_stress)))
     if reference:
         ref_model, ref_meta = load_model(reference)
-        if ref_meta["dataset"]["validation"]["names_sha256"] != digest:
+        if ref_meta.dataset["validation"]["names_sha256"] != digest:
             raise ValueError("the reference model was validated on another split")
         rows.append(_row("v1 (reference)", "previously shipped", 1, *_pair(logits_of(ref_model), y_val, y_stress)))
     chosen = choose(rows, "v1 (reference)" if reference else None)
@@ -113,7 +113,8 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
         for suffix in (".keras", ".tflite", ".json", ".history.json"):
             shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
         copied = out / source.name
-        save_metadata(copied, dict(load_model(copied)[1], model_version="2", selected_as=f"{chosen}, by the stress-validation rule"))
+        save_metadata(copied, read_verified_metadata(copied).replace(model_version="2",
+                                                                      selected_as=f"{chosen}, by the stress-validation rule"))
     return report
 
 
@@ -123,26 +124,27 @@ def _pair(logits, y_val, y_stress):
 
 def _write_soup(soup, metas, members, network, arrays, out: Path) -> Path:
     x_train, x_val, y_val = arrays
-    model_path = out / f"pneumonia_{metas[0]['backbone']}.keras"
+    first = metas[0]
+    model_path = out / f"pneumonia_{first.backbone}.keras"
     soup.save(model_path)
     fitted = fit_on_validation(scoring_forward(soup), x_train, x_val, y_val)
     export_litert(soup, network, litert_path(model_path), float16=True)
     histories = {Path(p).parent.name: json.loads(history_path(p).read_text()) for p in members if history_path(p).exists()}
     history_path(model_path).write_text(json.dumps(histories, indent=1))
-    training = dict(metas[0]["training"], seed=None, train_seconds=round(sum(m["training"]["train_seconds"] for m in metas), 1),
-                    soup_of=[{"seed": m["training"]["seed"], "sha256": m["sha256"],
-                              "train_seconds": m["training"]["train_seconds"]} for m in metas])
+    training = dict(first.training, seed=None, train_seconds=round(sum(m.training["train_seconds"] for m in metas), 1),
+                    soup_of=[{"seed": m.training["seed"], "sha256": m.sha256,
+                              "train_seconds": m.training["train_seconds"]} for m in metas])
     save_metadata(model_path, {
-        "model_name": f"pneumonia_{metas[0]['backbone']}",
+        "model_name": f"pneumonia_{first.backbone}",
         "model_version": "2",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "backbone": metas[0]["backbone"],
-        "preprocessing": metas[0]["preprocessing"],
-        **network,
+        "backbone": first.backbone,
+        "preprocessing": first.preprocessing,
+        **asdict(network),
         "runtime": litert_entry(model_path),
         **fitted,
         "training": training,
-        "dataset": metas[0]["dataset"],
+        "dataset": first.dataset,
     })
     log.info("wrote %s", model_path)
     return model_path
@@ -159,14 +161,14 @@ def agreement(selection: str, data: str, out: str, split: str = "test") -> dict:
     report = json.loads(Path(selection).read_text())
     loaded = [load_model(p) for p in report["members"]]
     meta = loaded[0][1]
-    images, labels, _ = data_lib.load_images(data_lib.list_split(data, split), PreprocessConfig.from_dict(meta["preprocessing"]))
+    images, labels, _ = data_lib.load_images(data_lib.list_split(data, split), meta.preprocessing)
 
     def logits_of(model):
         return forward_all(scoring_forward(model), images)[0]
 
     logits = {Path(p).parent.name: logits_of(m) for p, (m, _) in zip(report["members"], loaded)}
     logits["ensemble"] = np.mean(list(logits.values()), axis=0)
-    soup = build_classifier(meta["backbone"], "none", meta["input_size"], meta["training"]["dropout"])
+    soup = build_classifier(meta.backbone, "none", meta.input_size, meta.training["dropout"])
     soup.set_weights(soup_weights([m for m, _ in loaded]))
     logits["soup"] = logits_of(soup)
     if report.get("reference"):

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from model.backbones import build_classifier, network_fields
+from model.forward_pass import keras_forward
 from model.preprocessing import PreprocessConfig
-from model.runtime import keras_forward
 from training import data as data_lib
 from training.train import forward_all
 

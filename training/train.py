@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import history_path, litert_entry, litert_path, save_metadata
-from model.backbones import build_classifier, network_fields, set_trainable_blocks
+from model.artifact import ModelMetadata, history_path, litert_entry, litert_path, save_metadata
+from model.backbones import build_classifier, network_layout, set_trainable_blocks
+from model.forward_pass import export_litert, run_in_batches
 from model.ood import fit_ood
 from model.predictor import calibrated_probability
 from model.preprocessing import PreprocessConfig
-from model.runtime import export_litert
 from training import data as data_lib
 from training import metrics as metrics_lib
 from training import stress
@@ -189,32 +189,38 @@ def train(config: TrainConfig) -> Path:
         h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage2_epochs,
                       callbacks=_callbacks(config, checkpoint), verbose=2)
         history["stage2"] = h.history
-    train_seconds = time.time() - start
+    record = dict(asdict(config), train_seconds=round(time.time() - start, 1), cpu_cores=os.cpu_count(),
+                  epochs_run={k: len(v.get("loss", [])) for k, v in history.items()}, class_weights=weights)
     history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
-
-    network = network_fields(config.backbone, config.input_size)
-    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val)
-
-    _save_clean(model, config, model_path)
-    export_litert(model, network, litert_path(model_path))
-    save_metadata(model_path, {
-        "model_name": f"pneumonia_{config.backbone}",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "backbone": config.backbone,
-        "preprocessing": preprocess.to_dict(),
-        **network,
-        "runtime": litert_entry(model_path),
-        **fitted,
-        "training": dict(asdict(config), train_seconds=round(train_seconds, 1),
-                         epochs_run={k: len(v.get("loss", [])) for k, v in history.items()},
-                         class_weights=weights),
-        "dataset": {"train": data_lib.fingerprint(train_examples), "validation": data_lib.fingerprint(val_examples),
-                    "split": {"seed": split_seed, "val_fraction": config.val_fraction,
-                              "grouping": "patient id from file name", "stratified": True}},
-    })
+    dataset = {"train": data_lib.fingerprint(train_examples), "validation": data_lib.fingerprint(val_examples),
+               "split": {"seed": split_seed, "val_fraction": config.val_fraction,
+                         "grouping": "patient id from file name", "stratified": True}}
+    write_artifact(model, model_path, config, preprocess, record, dataset, (x_train, x_val, y_val))
     checkpoint.unlink(missing_ok=True)
     log.info("wrote %s", model_path)
     return model_path
+
+
+def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: PreprocessConfig, record: dict,
+                   dataset: dict, arrays) -> ModelMetadata:
+    """After training: fit temperature, thresholds and OOD gate on train/ data, then write the ``.keras`` file
+    (uncompiled), its LiteRT export and the metadata that describes both."""
+    x_train, x_val, y_val = arrays
+    network = network_layout(config.backbone, config.input_size)
+    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val)
+    _save_clean(model, config, model_path)
+    export_litert(model, network, litert_path(model_path))
+    return save_metadata(model_path, {
+        "model_name": f"pneumonia_{config.backbone}",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "backbone": config.backbone,
+        "preprocessing": preprocess,
+        **asdict(network),
+        "runtime": litert_entry(model_path),
+        **fitted,
+        "training": record,
+        "dataset": dataset,
+    })
 
 
 def fit_on_validation(forward, x_train, x_val, y_val) -> dict:
@@ -256,7 +262,7 @@ def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
     }
 
 
-def refit(model_path: str | Path, data: str) -> dict:
+def refit(model_path: str | Path, data: str) -> ModelMetadata:
     """Redo :func:`fit_on_validation` for an existing model on its own split; rewrite its metadata.
 
     The ``.keras`` file is untouched, so its checksum stays valid. Test metrics
@@ -265,21 +271,19 @@ def refit(model_path: str | Path, data: str) -> dict:
     from model.artifact import load_model
 
     model, meta = load_model(model_path)
-    split = meta["dataset"]["split"]
+    split = meta.dataset["split"]
     _, val_examples, (x_train, _), (x_val, y_val) = _split_and_load(
-        data, meta["training"].get("limit_per_class", 0), split["seed"], split["val_fraction"],
-        PreprocessConfig.from_dict(meta["preprocessing"]))
-    if data_lib.fingerprint(val_examples)["names_sha256"] != meta["dataset"]["validation"]["names_sha256"]:
+        data, meta.training.get("limit_per_class", 0), split["seed"], split["val_fraction"], meta.preprocessing)
+    if data_lib.fingerprint(val_examples)["names_sha256"] != meta.dataset["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
-    meta.update(fit_on_validation(scoring_forward(model), x_train, x_val, y_val))
-    save_metadata(model_path, meta)
+    refitted = save_metadata(model_path, dict(meta.to_dict(), **fit_on_validation(scoring_forward(model), x_train, x_val, y_val)))
     log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
-    return meta
+    return refitted
 
 
 def scoring_forward(model):
     """images -> (logits, pooled features) without the Grad-CAM gradients: half the work, for scoring thousands
-    of images during fitting and selection (the served pass, :func:`model.runtime.keras_forward`, has them)."""
+    of images during fitting and selection (the served pass, :func:`model.forward_pass.keras_forward`, has them)."""
     import keras
     import tensorflow as tf
 
@@ -304,18 +308,17 @@ class Scores:
 
 def forward_all(forward, images, batch_size=64):
     """(logits, pooled features) for single-channel images (N, S, S, 1), in batches."""
-    passes = [forward(np.repeat(images[i:i + batch_size], 3, axis=-1)) for i in range(0, len(images), batch_size)]
-    return np.concatenate([p.logits for p in passes]), np.concatenate([p.features for p in passes])
+    scores = run_in_batches(lambda batch: forward(np.repeat(batch, 3, axis=-1)), images, batch_size)
+    return scores.logits, scores.features
 
 
-def export(model_path: str | Path) -> dict:
+def export(model_path: str | Path) -> ModelMetadata:
     """Write the LiteRT export of an existing model and record it in the metadata (the ``.keras`` is untouched)."""
     from model.artifact import load_model
 
     model, meta = load_model(model_path)
-    export_litert(model, meta, litert_path(model_path))
-    meta["runtime"] = litert_entry(model_path)
-    save_metadata(model_path, meta)
+    export_litert(model, meta.network, litert_path(model_path))
+    meta = save_metadata(model_path, meta.replace(runtime=litert_entry(model_path)))
     log.info("wrote %s", litert_path(model_path))
     return meta
 

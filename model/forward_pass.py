@@ -17,6 +17,7 @@ Both engines compute the same graph; tests hold them to 1e-4.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import threading
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from model.artifact import NetworkLayout
 
 
 @dataclass(frozen=True)
@@ -39,20 +42,28 @@ def _to_pass(outputs: dict) -> ForwardPass:
                        np.asarray(outputs["activations"]), np.asarray(outputs["gradients"]))
 
 
-def serving_function(model, metadata: dict):
+def run_in_batches(forward, images: np.ndarray, batch_size: int):
+    """``forward`` (images -> a dataclass of per-image arrays) over ``images`` in batches, results concatenated:
+    bounds the memory of a large batch on either engine."""
+    parts = [forward(images[i:i + batch_size]) for i in range(0, max(len(images), 1), batch_size)]
+    if len(parts) == 1:
+        return parts[0]
+    kind = type(parts[0])
+    return kind(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(kind)))
+
+
+def serving_function(model, network: NetworkLayout):
     """The forward pass as a ``tf.function`` over (N, S, S, 3) float32 images, returning a dict of tensors."""
     import keras
     import tensorflow as tf
 
-    from model.backbones import FEATURE_LAYER
-
     try:
-        cam = model.get_layer(metadata["cam_layer"])
+        cam = model.get_layer(network.cam_layer)
     except ValueError:
-        raise ValueError(f"model has no layer named {metadata['cam_layer']!r} for Grad-CAM") from None
-    view = keras.Model(model.inputs, [model.get_layer(metadata["logit_layer"]).output,
-                                      model.get_layer(FEATURE_LAYER).output, cam.output])
-    size = int(metadata["input_size"])
+        raise ValueError(f"model has no layer named {network.cam_layer!r} for Grad-CAM") from None
+    view = keras.Model(model.inputs, [model.get_layer(network.logit_layer).output,
+                                      model.get_layer(network.feature_layer).output, cam.output])
+    size = network.input_size
 
     def forward(images):
         with tf.GradientTape() as tape:
@@ -69,22 +80,22 @@ def serving_function(model, metadata: dict):
     return function
 
 
-def keras_forward(model, metadata: dict):
+def keras_forward(model, network: NetworkLayout):
     """images -> :class:`ForwardPass`, traced once, in this process's TensorFlow."""
-    function = serving_function(model, metadata)
-    size = int(metadata["input_size"])
+    function = serving_function(model, network)
+    size = network.input_size
     function(np.zeros((1, size, size, 3), np.float32))  # trace once, up front
     return lambda images: _to_pass(function(np.asarray(images, dtype=np.float32)))
 
 
-def export_litert(model, metadata: dict, path: str | os.PathLike, float16: bool = False) -> Path:
+def export_litert(model, network: NetworkLayout, path: str | os.PathLike, float16: bool = False) -> Path:
     """Write the forward pass of ``model`` as a LiteRT flat buffer: float32, or with float16 weights
     (half the file; computed in float32 after the weights are expanded at load, so a model whose
     weights are already float16-representable gives the same numbers)."""
     import keras
     import tensorflow as tf
 
-    function = serving_function(model, metadata)
+    function = serving_function(model, network)
     archive = keras.export.ExportArchive()
     archive.track(function.view)
     archive.add_endpoint("serve", function)
@@ -126,11 +137,9 @@ class LiteRtForward:
 
     def __call__(self, images: np.ndarray) -> ForwardPass:
         images = np.ascontiguousarray(images, dtype=np.float32)
-        passes = []
-        for i in range(len(images)):
-            with self._lock:
-                outputs = {name: np.array(value) for name, value in self._run(images=images[i:i + 1]).items()}  # copies
-            passes.append(_to_pass(outputs))
-        if len(passes) == 1:
-            return passes[0]
-        return ForwardPass(*(np.concatenate([getattr(p, f) for p in passes]) for f in ForwardPass.__dataclass_fields__))
+        return run_in_batches(self._one, images, 1)
+
+    def _one(self, image: np.ndarray) -> ForwardPass:
+        with self._lock:
+            outputs = {name: np.array(value) for name, value in self._run(images=image).items()}  # copies
+        return _to_pass(outputs)

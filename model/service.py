@@ -1,4 +1,4 @@
-"""From an uploaded file to everything the app shows, with no Streamlit in sight.
+"""The use-case layer: from an uploaded file to everything the app and the CLI show, with no Streamlit in sight.
 
 The app caches these results per image, so moving the threshold or the overlay
 opacity never runs the network again. Each result holds little: a display copy
@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import CLASS_NAMES
 from model.explain import CamExplainer
 from model.faithfulness import FaithfulnessResult, deletion_check
+from model.forward_pass import ForwardPass
 from model.ood import OodVerdict, image_stats
-from model.predictor import Predictor, label_for
-from model.preprocessing import decode_upload, preprocess_gray, shrink_to_side
+from model.pixels import shrink_to_side
+from model.predictor import Predictor, label_for, target_sign
+from model.preprocessing import prepare
 
 DISPLAY_MAX_SIDE = 768
 BORDERLINE_LOG_ODDS = 1.0  # |logit(p) - logit(threshold)| below this: the call is borderline
@@ -64,6 +65,7 @@ class ImageAnalysis:
     display: np.ndarray  # uint8 grayscale in the upload's own aspect ratio, at most DISPLAY_MAX_SIDE a side
     network_view: np.ndarray  # uint8 (S, S): what the network saw, one channel
     prediction: Prediction
+    computed: ForwardPass  # the pass that made the prediction (batch of one): explanations are built from it
 
     @property
     def model_input(self) -> np.ndarray:
@@ -78,12 +80,12 @@ def _logit(p: float) -> float:
 
 def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:
     """Decode, preprocess and predict; raises ImageInputError with a human message on bad input."""
-    decoded = decode_upload(data)
-    model_input = preprocess_gray(decoded.gray, predictor.preprocess_config)
-    probabilities, features = predictor.forward(model_input[None])
-    verdict = predictor.ood.check(features[0], image_stats(decoded.gray, decoded.colourfulness))
-    view = np.rint(model_input[:, :, 0] * 255.0).astype(np.uint8)
-    return ImageAnalysis(shrink_to_side(decoded.gray, DISPLAY_MAX_SIDE).copy(), view, Prediction(float(probabilities[0]), verdict))
+    prepared = prepare(data, predictor.metadata.preprocessing)
+    predictions = predictor.predict(prepared.model_input[None])
+    verdict = predictor.ood.check(predictions.features[0], image_stats(prepared.gray, prepared.colorfulness))
+    view = np.rint(prepared.model_input[:, :, 0] * 255.0).astype(np.uint8)
+    return ImageAnalysis(shrink_to_side(prepared.gray, DISPLAY_MAX_SIDE).copy(), view,
+                         Prediction(float(predictions.probabilities[0]), verdict), predictions.image(0))
 
 
 def reliability_note(verdict: OodVerdict) -> str:
@@ -161,12 +163,12 @@ def safe_download_name(name: str, suffix: str) -> str:
 
 def target_log_odds_fn(predictor: Predictor, target: str):
     """Batch -> calibrated log-odds of ``target``, for the faithfulness check."""
-    sign = 1.0 if target == CLASS_NAMES[1] else -1.0
-    return lambda images: sign * predictor.forward_log_odds(images)[0]
+    sign = target_sign(target)
+    return lambda images: sign * predictor.predict(images).log_odds
 
 
-def explain_with_check(predictor: Predictor, explainer: CamExplainer, model_input: np.ndarray, method: str,
+def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: ImageAnalysis, method: str,
                        target: str) -> tuple[np.ndarray, FaithfulnessResult]:
-    """(heatmap at model resolution, deletion check of that heatmap)."""
-    heatmap = explainer.explain(model_input, method, target)
-    return heatmap, deletion_check(target_log_odds_fn(predictor, target), model_input, heatmap)
+    """(heatmap at model resolution from the prediction's own pass, deletion check of that heatmap)."""
+    heatmap = explainer.explain(analysis.model_input, method, target, computed=analysis.computed)
+    return heatmap, deletion_check(target_log_odds_fn(predictor, target), analysis.model_input, heatmap)

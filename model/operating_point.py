@@ -14,6 +14,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 
+from model.artifact import ModelMetadata
+
 # Children X-rayed because pneumonia is suspected: an illustrative figure, far below the study splits'
 # 74 % (train) and 62 % (test), which were assembled for the study rather than sampled from a clinic.
 DEFAULT_PREVALENCE = 0.20
@@ -45,8 +47,8 @@ def predictive_values(sensitivity: float, specificity: float, prevalence: float)
     return ppv, npv
 
 
-def _held_out(metadata: dict, threshold: float) -> tuple[float, float, str] | None:
-    scores = metadata["metrics"].get("test", {}).get("scores")
+def _held_out(metadata: ModelMetadata, threshold: float) -> tuple[float, float, str] | None:
+    scores = (metadata.metrics.test or {}).get("scores")
     if not scores:
         return None
     normal, pneumonia = scores["NORMAL"], scores["PNEUMONIA"]  # each sorted ascending
@@ -56,19 +58,14 @@ def _held_out(metadata: dict, threshold: float) -> tuple[float, float, str] | No
     return sensitivity, specificity, source
 
 
-def operating_point(metadata: dict, threshold: float, prevalence: float) -> OperatingPoint:
+def operating_point(metadata: ModelMetadata, threshold: float, prevalence: float) -> OperatingPoint:
     """Sensitivity/specificity at ``threshold``: held-out test figures when recorded, else the validation table."""
     held_out = _held_out(metadata, threshold)
     if held_out:
         sensitivity, specificity, source = held_out
     else:
-        nearest = min(metadata["operating_points"], key=lambda p: abs(p["threshold"] - threshold))
-        sensitivity, specificity = nearest["sensitivity"], nearest["specificity"]
+        nearest = min(metadata.operating_points, key=lambda p: abs(p.threshold - threshold))
+        sensitivity, specificity = nearest.sensitivity, nearest.specificity
         source = "validation split (optimistic: drawn from the training data's hospital and period)"
     ppv, npv = predictive_values(sensitivity, specificity, prevalence)
     return OperatingPoint(float(threshold), sensitivity, specificity, prevalence, ppv, npv, source, bool(held_out))
-
-
-def threshold_presets(metadata: dict) -> dict[str, float]:
-    """Named thresholds stored in the artifact, e.g. {"balanced": 0.41, "screening": 0.12}."""
-    return {name: float(entry["value"]) for name, entry in metadata["thresholds"].items() if name != "default"}
