@@ -62,6 +62,7 @@ def _select_parser(sub):
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="folder for selection.json and the chosen model")
     p.add_argument("--reference", help="the previously shipped model, scored on the same stress set")
+    p.add_argument("--version", default="2", help="model_version stamped on the chosen model (default: 2)")
 
 
 def _agreement_parser(sub):

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn import metrics as skm
 
-from model.predictor import calibrated_probability
+from model.predictor import calibrated_probability, logit, sigmoid
 
 TEMPERATURE_RANGE = (0.05, 20.0)
 THRESHOLD_DECIMALS = 3  # stored thresholds are exactly what the app's slider can show and the CLI uses
@@ -35,15 +35,6 @@ def _sens_spec(labels, probabilities, threshold):
     return float(predicted[positives].mean()), float((~predicted[negatives]).mean())
 
 
-def _logit(p):
-    p = np.clip(p, 1e-9, 1 - 1e-9)
-    return np.log(p / (1 - p))
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def balanced_threshold(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """Youden's J maximum; when J is flat over an interval (a near-separable validation
     set), take the interval's midpoint in logit space instead of its edge (max margin)."""
@@ -59,7 +50,7 @@ def balanced_threshold(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     low = candidates[first - 1] if first > 0 else candidates[0] / 2
     high = candidates[last]
     step = 10**-THRESHOLD_DECIMALS
-    value = float(np.clip(round(float(_sigmoid((_logit(low) + _logit(high)) / 2)), THRESHOLD_DECIMALS), step, 1 - step))
+    value = float(np.clip(round(float(sigmoid((logit(low) + logit(high)) / 2)), THRESHOLD_DECIMALS), step, 1 - step))
     sensitivity, specificity = _sens_spec(labels, probabilities, value)
     return {"value": value, "rule": "Youden J maximum on the shift-stress validation, midpoint (logit space) of the maximal plateau",
             "sensitivity": sensitivity, "specificity": specificity}

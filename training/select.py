@@ -28,6 +28,7 @@ import numpy as np
 from model.artifact import history_path, litert_entry, litert_path, load_model, read_verified_metadata, save_metadata
 from model.backbones import build_classifier, network_layout
 from model.forward_pass import export_litert
+from model.predictor import calibrated_probability
 from training import stress
 from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, scoring_forward
 
@@ -64,7 +65,7 @@ def _row(name, kind, networks, val_logits, y_val, stress_logits, y_stress) -> di
             "temperature": fitted["calibration"]["temperature"], "threshold": fitted["thresholds"]["balanced"]["value"]}
 
 
-def select(members: list[str], data: str, out: str, reference: str | None = None) -> dict:
+def select(members: list[str], data: str, out: str, reference: str | None = None, version: str = "2") -> dict:
     """Score every candidate on the stress validation, apply the rule, write the chosen artifact into ``out``."""
     loaded = [load_model(p) for p in members]
     metas = [m for _, m in loaded]
@@ -107,13 +108,13 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
               "candidates": rows, "chosen": chosen, "members": [str(p) for p in members], "reference": reference}
     (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
     if chosen == "soup":
-        _write_soup(soup, metas, members, network, (x_train, x_val, y_val), out)
+        _write_soup(soup, metas, members, network, (x_train, x_val, y_val), out, version)
     elif chosen not in ("ensemble", "v1 (reference)"):
         source = Path(members[[Path(p).parent.name for p in members].index(chosen)])
         for suffix in (".keras", ".tflite", ".json", ".history.json"):
             shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
         copied = out / source.name
-        save_metadata(copied, read_verified_metadata(copied).replace(model_version="2",
+        save_metadata(copied, read_verified_metadata(copied).replace(model_version=version,
                                                                       selected_as=f"{chosen}, by the stress-validation rule"))
     return report
 
@@ -122,7 +123,7 @@ def _pair(logits, y_val, y_stress):
     return logits[0], y_val, logits[1], y_stress
 
 
-def _write_soup(soup, metas, members, network, arrays, out: Path) -> Path:
+def _write_soup(soup, metas, members, network, arrays, out: Path, version: str) -> Path:
     x_train, x_val, y_val = arrays
     first = metas[0]
     model_path = out / f"pneumonia_{first.backbone}.keras"
@@ -136,7 +137,7 @@ def _write_soup(soup, metas, members, network, arrays, out: Path) -> Path:
                               "train_seconds": m.training["train_seconds"]} for m in metas])
     save_metadata(model_path, {
         "model_name": f"pneumonia_{first.backbone}",
-        "model_version": "2",
+        "model_version": version,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "backbone": first.backbone,
         "preprocessing": first.preprocessing,
@@ -176,7 +177,7 @@ def agreement(selection: str, data: str, out: str, split: str = "test") -> dict:
     rows = []
     for row in report["candidates"]:
         z = logits[row["name"]]
-        probability = 1 / (1 + np.exp(-z / row["temperature"]))
+        probability = calibrated_probability(z, row["temperature"])
         rows.append({"name": row["name"], "stress_roc_auc": row["stress_roc_auc"],
                      f"{split}_roc_auc": metrics_lib.ranking_metrics(labels, probability)["roc_auc"],
                      f"{split}_log_loss": metrics_lib.log_loss(labels, probability),
