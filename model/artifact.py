@@ -250,9 +250,9 @@ def validate_metadata(meta: Mapping) -> None:
                 problems.append(f"missing field '{key}'")
         elif not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
             problems.append(f"field '{key}' should be {kind.__name__}")
-    problems += [f"unknown field '{key}'" for key in meta if key not in REQUIRED_FIELDS | OPTIONAL_FIELDS]
-    if not problems:
+    if not problems:  # every field is there with its type: the values can be checked
         problems += _value_problems(meta)
+    problems += [f"unknown field '{key}'" for key in meta if key not in REQUIRED_FIELDS | OPTIONAL_FIELDS]
     if problems:
         raise ArtifactError("invalid model metadata: " + "; ".join(problems))
 

@@ -38,6 +38,12 @@ def sigmoid(log_odds) -> np.ndarray:
     return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
 
 
+def logit(probability) -> np.ndarray:
+    """Log-odds of a probability (the inverse of :func:`sigmoid`), clipped away from 0 and 1."""
+    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
+
+
 def calibrated_probability(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Temperature-scaled sigmoid."""
     return sigmoid(np.asarray(logits, dtype=np.float64) / temperature)

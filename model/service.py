@@ -26,7 +26,7 @@ from model.faithfulness import FaithfulnessResult, deletion_check
 from model.forward_pass import ForwardPass
 from model.ood import OodVerdict, image_stats
 from model.pixels import shrink_to_side
-from model.predictor import Predictor, label_for, target_sign
+from model.predictor import Predictor, label_for, logit, target_sign
 from model.preprocessing import prepare
 
 DISPLAY_MAX_SIDE = 768
@@ -46,7 +46,7 @@ class Prediction:
 
     def borderline(self, threshold: float) -> bool:
         """Close enough to the threshold that a slightly different image could flip the call."""
-        return abs(_logit(self.probability) - _logit(threshold)) < BORDERLINE_LOG_ODDS
+        return abs(float(logit(self.probability)) - float(logit(threshold))) < BORDERLINE_LOG_ODDS
 
     def cautions(self, threshold: float) -> list[str]:
         """Plain-language reasons to trust this output less, beside the probability."""
@@ -71,11 +71,6 @@ class ImageAnalysis:
     def model_input(self) -> np.ndarray:
         """float32 (S, S, 3) in [0, 1], exactly the array the network ran on."""
         return np.repeat((self.network_view.astype(np.float32) / 255.0)[:, :, None], 3, axis=2)
-
-
-def _logit(p: float) -> float:
-    p = min(max(float(p), 1e-9), 1 - 1e-9)
-    return float(np.log(p / (1 - p)))
 
 
 def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:

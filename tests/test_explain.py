@@ -6,11 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from model.backbones import build_classifier
+from model.artifact import NetworkLayout
+from model.backbones import build_classifier, network_layout
 from model.explain import CAM_METHODS, CamExplainer, overlay_heatmap
 from model.forward_pass import LiteRtForward, export_litert, keras_forward
-from model.artifact import NetworkLayout
-from model.backbones import network_layout
 from model.preprocessing import prepare
 
 NETWORK = network_layout("efficientnet_lite0", 224)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.faithfulness import IMPUTATION_NOISE, deletion_check, noisy_linear_imputation
 from model.artifact import Calibration, Metrics, ModelMetadata, Threshold, Thresholds, ValidationPoint
+from model.faithfulness import IMPUTATION_NOISE, deletion_check, noisy_linear_imputation
 from model.operating_point import operating_point, predictive_values
 from model.preprocessing import PreprocessConfig
 from model.report import ReportContent, render_report, report_figure

@@ -17,9 +17,9 @@ def decode_image(data: bytes) -> np.ndarray:
     return prepare(data).gray
 
 
-def preprocess_array(gray: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+def preprocess_array(gray: np.ndarray, config: PreprocessConfig | None = None) -> np.ndarray:
     """The model input of an 8-bit gray array, through the one public entry (PNG is lossless)."""
-    return prepare(encode(Image.fromarray(gray)), config).model_input
+    return prepare(encode(Image.fromarray(gray)), config or PreprocessConfig()).model_input
 
 
 def _assert_model_input(x, size=224):

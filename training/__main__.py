@@ -92,7 +92,8 @@ def _card_parser(sub):
     p.add_argument("--variant-report", dest="variant_reports", action="append",
                    help="evaluation JSON of a variant that was tried (repeatable)")
     p.add_argument("--split-probe-report", help="JSON of 'python -m training split-probe'")
-    p.add_argument("--reference-report", help="test evaluation JSON of the previously shipped model")
+    p.add_argument("--reference-report", dest="reference_reports", action="append",
+                   help="test evaluation JSON of a previously shipped model (repeatable)")
     p.add_argument("--selection-report", help="selection.json of 'python -m training select'")
     p.add_argument("--agreement-report", help="JSON of 'python -m training agreement'")
     p.add_argument("--out", default="model/MODEL_CARD.md")

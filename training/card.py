@@ -134,13 +134,14 @@ def _split_probe_table(path: str) -> list[str]:
 def render(model_path: str, test_report: str, ood_report: str | None = None,
            baseline_report: str | None = None, validation_report: str | None = None,
            variant_reports: list[str] | None = None, split_probe_report: str | None = None,
-           reference_report: str | None = None, selection_report: str | None = None,
+           reference_reports: list[str] | None = None, selection_report: str | None = None,
            agreement_report: str | None = None) -> str:
     """The card, section by section; each optional report adds its section."""
     meta = read_verified_metadata(model_path)
     test = _read(test_report)
     lines = _opening(meta) + _data(meta, test) + _model(meta) + _thresholds(meta)
-    lines += _results(meta, test, _read(reference_report), _read(baseline_report))
+    references = [_read(path) for path in reference_reports or ()]
+    lines += _results(meta, test, references, _read(baseline_report))
     if selection_report:
         lines += _selection_table(selection_report, agreement_report)
     if validation_report:
@@ -234,7 +235,7 @@ def _thresholds(meta: ModelMetadata) -> list[str]:
     return lines
 
 
-def _results(meta: ModelMetadata, test: dict, reference: dict | None, baseline: dict | None) -> list[str]:
+def _results(meta: ModelMetadata, test: dict, references: list[dict], baseline: dict | None) -> list[str]:
     lines = [
         "",
         f"## Results on the official test split ({test['dataset']['images']} images), at the default threshold",
@@ -244,8 +245,9 @@ def _results(meta: ModelMetadata, test: dict, reference: dict | None, baseline: 
         "|---|---|---|---|---|---|---|---|---|---|",
         _metrics_row(f"{meta.model_name} v{meta.model_version} (shipped)", test),
     ]
-    if reference:
-        lines.append(_metrics_row("v1 (previously shipped; its own thresholds)", reference))
+    for reference in references:
+        version = reference.get("model_version", "1")
+        lines.append(_metrics_row(f"v{version} (previously shipped; its own thresholds)", reference))
     if baseline:
         lines.append(_metrics_row("random init, all layers trained (baseline)", baseline))
     screening = test["thresholds"].get("screening")

@@ -54,6 +54,7 @@ def evaluate(model: str, data: str, out: str, split: str = "test", plots: bool =
     report = {
         "model": Path(model).name,
         "model_sha256": meta.sha256,
+        "model_version": meta.model_version,
         "split": split,
         "evaluated": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": data_lib.fingerprint(examples),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.backbones import build_classifier, network_fields
+from model.backbones import build_classifier, network_layout
 from model.forward_pass import keras_forward
 from model.preprocessing import PreprocessConfig
 from training import data as data_lib
@@ -61,7 +61,7 @@ def split_probe(data: str, out: str, seed: int = 42, val_fraction: float = 0.15)
     preprocess = PreprocessConfig()
     examples = data_lib.list_split(data, "train")
     images, labels, examples = data_lib.load_images(examples, preprocess)
-    network = network_fields("efficientnet_lite0", preprocess.input_size)
+    network = network_layout("efficientnet_lite0", preprocess.input_size)
     model = build_classifier("efficientnet_lite0", "imagenet", preprocess.input_size)
     _, features = forward_all(keras_forward(model, network), images)
     splits = {f"random patient split, seed {s}": data_lib.patient_split(examples, val_fraction, s)
