@@ -59,4 +59,4 @@ python -m bench infill --data "$data/test" --n 30 --out bench/infill.json
 # The real server: 3 Chromium sessions, 201 distinct test X-rays in all, a PDF report every 10th; then 8 at once.
 python -m bench soak --sessions 3 --uploads 67 --report-every 10 --data "$data/test" --out bench/soak.json
 python -m bench soak --sessions 8 --uploads 5 --report-every 0 --data "$data/test" --out bench/concurrency.json
-python -m bench --model "$model" --out bench/results.json --repeats 10 --no-training
+python -m bench --model "$model" --out bench/results.json --repeats 20 --no-training
