@@ -174,9 +174,12 @@ async def _wait_for_result(page, name: str, timeout_ms: int) -> str:
     """'result', 'withheld' or 'refused' once the page shows the settled outcome for ``name``."""
     await page.get_by_text(f"File: {name}", exact=True).wait_for(timeout=timeout_ms)
     await page.wait_for_function(_SETTLED, timeout=timeout_ms, polling=100)
-    if await page.locator('[data-testid="stMetric"]', has_text="Pneumonia probability").count():
+    probability = page.locator('[data-testid="stMetric"]', has_text="Pneumonia probability")
+    try:  # a settled page can still be between two script runs: give the result a moment to be drawn
+        await probability.first.wait_for(timeout=5_000)
         return "result"
-    return "withheld" if await page.get_by_text("The gate flagged this image").count() else "refused"
+    except Exception:
+        return "withheld" if await page.get_by_text("The gate flagged this image").count() else "refused"
 
 
 async def _session(browser, url, files, report_every, result: SoakResult, folder: Path, timeout_ms: int):
