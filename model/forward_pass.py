@@ -134,10 +134,14 @@ class LiteRtForward:
         self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads or _default_threads())
         self._run = self._interpreter.get_signature_runner()
         self._lock = threading.Lock()
+        shapes = {name: detail["shape"][1:] for name, detail in self._run.get_output_details().items()}
+        self._empty = _to_pass({name: np.zeros((0, *shape), np.float32) for name, shape in shapes.items()})
 
     def __call__(self, images: np.ndarray) -> ForwardPass:
+        """One pass per image; an empty batch gets empty outputs, as the TensorFlow engine gives (the
+        interpreter cannot run a batch of none)."""
         images = np.ascontiguousarray(images, dtype=np.float32)
-        return run_in_batches(self._one, images, 1)
+        return run_in_batches(self._one, images, 1) if len(images) else self._empty
 
     def _one(self, image: np.ndarray) -> ForwardPass:
         with self._lock:

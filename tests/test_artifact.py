@@ -51,6 +51,8 @@ def test_training_writes_a_verified_litert_export(tiny_model):
     assert meta.runtime.engine == "litert" and meta.runtime.file == litert_path(tiny_model).name
     predictor = Predictor.load(tiny_model)
     assert predictor.predict(np.zeros((2, 64, 64, 3), np.float32)).probabilities.shape == (2,)
+    empty = predictor.predict(np.zeros((0, 64, 64, 3), np.float32))  # an empty batch, as the Keras engine answers it
+    assert empty.probabilities.shape == (0,) and empty.features.shape[0] == 0
 
 
 def test_tampered_litert_export_is_refused(tiny_model, tmp_path):
