@@ -92,7 +92,7 @@ def test_thresholds_on_separable_validation_sit_in_the_gap():
     balanced = m.balanced_threshold(labels, probs)
     assert 0.2 < balanced["value"] < 0.8 and balanced["value"] == pytest.approx(0.5, abs=0.02)
     assert balanced["sensitivity"] == 1.0 and balanced["specificity"] == 1.0
-    screening = m.screening_threshold(labels, probs, 0.97)
+    screening = m.sensitivity_threshold(labels, probs, 0.97)
     assert screening["sensitivity"] >= 0.97
     assert screening["value"] == pytest.approx(probs[50 + 1], abs=1e-3)  # one miss allowed of 50 (3 decimals)
 
@@ -166,7 +166,7 @@ def test_selection_rule_prefers_a_single_network_among_ties():
     rows = [row("a", 0.950, 0.30), row("ensemble", 0.961, 0.20, 3), row("soup", 0.960, 0.25), row("v1", 0.940, 0.4)]
     assert choose(rows, "v1") == "soup"  # within 0.002 of the best, one network
     rows[1]["stress_roc_auc"] = 0.970
-    assert choose(rows, "v1") == "ensemble"  # clearly better
+    assert choose(rows, "v1") == "soup"  # an ensemble that wins outright cannot be served: best single network
     assert choose([row("a", 0.93, 0.3), row("v1", 0.94, 0.3)], "v1") == "v1"  # v2 must beat the reference
 
 
@@ -199,6 +199,31 @@ def test_soup_of_members_round_trips_with_float16_export(tiny_model, tiny_datase
         np.testing.assert_allclose(served.logits, reference.logits, atol=1e-4)  # float16 storage, same numbers
     predictor = Predictor.load(chosen)
     assert predictor.predict(np.zeros((1, 64, 64, 3), np.float32)).probabilities.shape == (1,)
+
+
+def test_a_reference_that_stays_is_written_out_with_the_rounds_thresholds(tiny_model, tiny_dataset, tmp_path):
+    """A member no better than the shipped model: the shipped model stays, re-stamped, thresholds refitted."""
+    import json
+    import shutil
+
+    from model.artifact import read_verified_metadata
+    from training.select import select
+
+    member = tmp_path / "member"
+    member.mkdir()
+    for suffix in (".keras", ".json", ".tflite", ".history.json"):
+        shutil.copy(tiny_model.with_suffix(suffix), member / tiny_model.with_suffix(suffix).name)
+    stale = json.loads(tiny_model.with_suffix(".json").read_text())
+    stale["thresholds"]["default"] = "balanced"  # as v2.1 shipped
+    reference = tmp_path / "shipped"
+    shutil.copytree(member, reference)
+    reference.joinpath(tiny_model.with_suffix(".json").name).write_text(json.dumps(stale))
+    report = select([str(member / tiny_model.name)], str(tiny_dataset), str(tmp_path / "chosen"),
+                    reference=str(reference / tiny_model.name), version="9")
+    assert report["chosen"] == report["reference_name"] == "v1 (reference)"  # a tie does not beat the reference
+    meta = read_verified_metadata(tmp_path / "chosen" / tiny_model.name)
+    assert meta.model_version == "9" and "reference" in meta.selected_as
+    assert meta.thresholds.default == "sensitive" and meta.metrics.test is None
 
 
 def test_augmentation_is_seeded_bounded_and_leaves_the_input_alone():

@@ -1,11 +1,15 @@
-"""Model v2 selection: members, their weight soup and their mean-logit ensemble ranked on the stress validation.
+"""Model selection: members, their weight soup and their mean-logit ensemble ranked on the stress validation.
 
-The rule (written in ``training/card_notes.md`` before any v2 model trained):
+The rule (written in ``training/card_notes.md`` before each round trained):
 rank by stress-validation ROC AUC; candidates within ``TIE`` of the best are
 tied, and among tied ones a single network (member or soup) is preferred, then
-the lower stress log-loss after temperature scaling. The reference (v1) is
-scored on the same stress set; v2 replaces it only if it beats its stress AUC.
-The official test split is never read here.
+the lower stress log-loss after temperature scaling. An ensemble that wins
+outright cannot be served within the budget (one pass is most of it), so the
+best single network is taken instead (since v2.2; no earlier round chose an
+ensemble). The reference (the previously shipped model) is scored on the same
+stress set and is replaced only if the choice beats its stress AUC; when it
+stays, it is written out again with its thresholds refitted under the round's
+threshold rule. The official test split is never read here.
 
 A soup averages the weights of fine-tunes that share one initialisation
 (ImageNet) and one validation split; BatchNorm statistics are frozen ImageNet
@@ -30,7 +34,7 @@ from model.backbones import build_classifier, network_layout
 from model.forward_pass import export_litert
 from model.predictor import calibrated_probability
 from training import stress
-from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, scoring_forward
+from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, refit, scoring_forward
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,19 @@ def soup_weights(models) -> list[np.ndarray]:
     return [w.astype(np.float16).astype(w.dtype) if w.dtype == np.float32 else w for w in averaged]
 
 
-def choose(rows: list[dict], reference: str | None) -> str:
-    """Name of the candidate the written rule selects (see the module docstring)."""
-    candidates = [r for r in rows if r["name"] != reference]
+def _rank_first(candidates: list[dict]) -> dict:
     best = max(r["stress_roc_auc"] for r in candidates)
     tied = [r for r in candidates if r["stress_roc_auc"] >= best - TIE]
     tied.sort(key=lambda r: (r["networks"] > 1, r["stress_log_loss"]))
-    chosen = tied[0]
+    return tied[0]
+
+
+def choose(rows: list[dict], reference: str | None) -> str:
+    """Name of the candidate the written rule selects (see the module docstring)."""
+    candidates = [r for r in rows if r["name"] != reference]
+    chosen = _rank_first(candidates)
+    if chosen["networks"] > 1:  # an ensemble cannot be served within the budget
+        chosen = _rank_first([r for r in candidates if r["networks"] == 1])
     ref = next((r for r in rows if r["name"] == reference), None)
     if ref is not None and chosen["stress_roc_auc"] <= ref["stress_roc_auc"]:
         return reference
@@ -62,7 +72,8 @@ def _row(name, kind, networks, val_logits, y_val, stress_logits, y_stress) -> di
     return {"name": name, "kind": kind, "networks": networks, "validation_roc_auc": v["roc_auc"],
             "validation_log_loss": v["log_loss"], "stress_roc_auc": s["roc_auc"], "stress_log_loss": s["log_loss"],
             "stress_log_loss_uncalibrated": s["log_loss_uncalibrated"], "stress_ece": s["ece"],
-            "temperature": fitted["calibration"]["temperature"], "threshold": fitted["thresholds"]["balanced"]["value"]}
+            "temperature": fitted["calibration"]["temperature"],
+            "threshold": fitted["thresholds"][fitted["thresholds"]["default"]]["value"]}
 
 
 def select(members: list[str], data: str, out: str, reference: str | None = None, version: str = "2") -> dict:
@@ -92,12 +103,14 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
     soup = build_classifier(metas[0].backbone, "none", metas[0].input_size, metas[0].training["dropout"])
     soup.set_weights(soup_weights([m for m, _ in loaded]))
     rows.append(_row("soup", "uniform weight average of the members", 1, *_pair(logits_of(soup), y_val, y_stress)))
+    reference_name = None
     if reference:
         ref_model, ref_meta = load_model(reference)
         if ref_meta.dataset["validation"]["names_sha256"] != digest:
             raise ValueError("the reference model was validated on another split")
-        rows.append(_row("v1 (reference)", "previously shipped", 1, *_pair(logits_of(ref_model), y_val, y_stress)))
-    chosen = choose(rows, "v1 (reference)" if reference else None)
+        reference_name = reference_label(ref_meta)
+        rows.append(_row(reference_name, "previously shipped", 1, *_pair(logits_of(ref_model), y_val, y_stress)))
+    chosen = choose(rows, reference_name)
     for row in rows:
         log.info("candidate %s", json.dumps(row))
     log.info("chosen: %s", chosen)
@@ -105,18 +118,27 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "tie": TIE, "stress": stress.describe(),
-              "candidates": rows, "chosen": chosen, "members": [str(p) for p in members], "reference": reference}
+              "candidates": rows, "chosen": chosen, "members": [str(p) for p in members], "reference": reference,
+              "reference_name": reference_name}
     (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
     if chosen == "soup":
         _write_soup(soup, metas, members, network, (x_train, x_val, y_val), out, version)
-    elif chosen not in ("ensemble", "v1 (reference)"):
-        source = Path(members[[Path(p).parent.name for p in members].index(chosen)])
+    else:
+        source = Path(reference if chosen == reference_name else members[[Path(p).parent.name for p in members].index(chosen)])
         for suffix in (".keras", ".tflite", ".json", ".history.json"):
-            shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
+            if source.with_suffix(suffix).exists():
+                shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
         copied = out / source.name
+        if chosen == reference_name:
+            refit(copied, data)  # the round's threshold rule applies to the model that stays
         save_metadata(copied, read_verified_metadata(copied).replace(model_version=version,
                                                                       selected_as=f"{chosen}, by the stress-validation rule"))
     return report
+
+
+def reference_label(meta) -> str:
+    """How the previously shipped model is named among the candidates: "v1 (reference)", "v2.1 (reference)"."""
+    return f"v{meta.model_version} (reference)"
 
 
 def _pair(logits, y_val, y_stress):
@@ -173,7 +195,8 @@ def agreement(selection: str, data: str, out: str, split: str = "test") -> dict:
     soup.set_weights(soup_weights([m for m, _ in loaded]))
     logits["soup"] = logits_of(soup)
     if report.get("reference"):
-        logits["v1 (reference)"] = logits_of(load_model(report["reference"])[0])
+        ref_model, ref_meta = load_model(report["reference"])
+        logits[report.get("reference_name") or reference_label(ref_meta)] = logits_of(ref_model)
     rows = []
     for row in report["candidates"]:
         z = logits[row["name"]]

@@ -236,16 +236,20 @@ def fit_on_validation(forward, x_train, x_val, y_val) -> dict:
 
 
 def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
-    """Temperature and thresholds fitted on the stress set; validation and stress metrics at the default threshold."""
+    """Temperature and thresholds fitted on the stress set; validation and stress metrics at the default threshold.
+
+    The default ("sensitive") is the highest threshold holding stress sensitivity at 0.95 (since v2.2; v2 and v2.1
+    defaulted to Youden's J, "balanced", which on test traded sensitivity away); screening holds 0.99."""
     temperature = metrics_lib.fit_temperature(stress_logits, y_stress)
     stress_prob = calibrated_probability(stress_logits, temperature)
     val_prob = calibrated_probability(val_logits, temperature)
     thresholds = {
-        "default": "balanced",
+        "default": "sensitive",
+        "sensitive": metrics_lib.sensitivity_threshold(y_stress, stress_prob, metrics_lib.SENSITIVE_SENSITIVITY),
         "balanced": metrics_lib.balanced_threshold(y_stress, stress_prob),
-        "screening": metrics_lib.screening_threshold(y_stress, stress_prob),
+        "screening": metrics_lib.sensitivity_threshold(y_stress, stress_prob, metrics_lib.SCREENING_SENSITIVITY),
     }
-    default = thresholds["balanced"]["value"]
+    default = thresholds[thresholds["default"]]["value"]
     validation = dict(metrics_lib.ranking_metrics(y_val, val_prob), **metrics_lib.classification_metrics(y_val, val_prob, default))
     stressed = dict(metrics_lib.ranking_metrics(y_stress, stress_prob),
                     log_loss_uncalibrated=metrics_lib.log_loss(y_stress, calibrated_probability(stress_logits, 1.0)),
