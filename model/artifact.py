@@ -73,7 +73,7 @@ class Thresholds:
         return self.named[self.default].value
 
     def values(self) -> dict[str, float]:
-        """{"sensitive": 0.3, "balanced": 0.587, "screening": 0.079}: the presets the app and CLI offer."""
+        """{"sensitive": 0.703, "balanced": 0.587, "screening": 0.079}: the presets the app and CLI offer."""
         return {name: entry.value for name, entry in self.named.items()}
 
     @classmethod
