@@ -73,8 +73,9 @@ class Thresholds:
         return self.named[self.default].value
 
     def values(self) -> dict[str, float]:
-        """{"sensitive": 0.703, "balanced": 0.587, "screening": 0.079}: the presets the app and CLI offer."""
-        return {name: entry.value for name, entry in self.named.items()}
+        """{"sensitive": 0.703, "balanced": 0.587, "screening": 0.079}: the presets the app and CLI offer, default first."""
+        ordered = [self.default] + [name for name in self.named if name != self.default]
+        return {name: self.named[name].value for name in ordered}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Thresholds:
