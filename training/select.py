@@ -34,7 +34,7 @@ from model.backbones import build_classifier, network_layout
 from model.forward_pass import export_litert
 from model.predictor import calibrated_probability
 from training import stress
-from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, refit, scoring_forward
+from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, refit_loaded, scoring_forward
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,10 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
     else:
         source = Path(reference if chosen == reference_name else members[[Path(p).parent.name for p in members].index(chosen)])
         for suffix in (".keras", ".tflite", ".json", ".history.json"):
-            if source.with_suffix(suffix).exists():
-                shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
+            shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
         copied = out / source.name
-        if chosen == reference_name:
-            refit(copied, data)  # the round's threshold rule applies to the model that stays
+        if chosen == reference_name:  # the round's threshold rule applies to the model that stays
+            refit_loaded(copied, ref_model, read_verified_metadata(copied), (x_train, x_val, y_val))
         save_metadata(copied, read_verified_metadata(copied).replace(model_version=version,
                                                                       selected_as=f"{chosen}, by the stress-validation rule"))
     return report

@@ -280,6 +280,12 @@ def refit(model_path: str | Path, data: str) -> ModelMetadata:
         data, meta.training.get("limit_per_class", 0), split["seed"], split["val_fraction"], meta.preprocessing)
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta.dataset["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
+    return refit_loaded(model_path, model, meta, (x_train, x_val, y_val))
+
+
+def refit_loaded(model_path: str | Path, model, meta: ModelMetadata, arrays) -> ModelMetadata:
+    """:func:`refit` on images already in memory (its own split's train and validation arrays)."""
+    x_train, x_val, y_val = arrays
     refitted = save_metadata(model_path, dict(meta.to_dict(), **fit_on_validation(scoring_forward(model), x_train, x_val, y_val)))
     log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
     return refitted
