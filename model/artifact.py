@@ -73,8 +73,9 @@ class Thresholds:
         return self.named[self.default].value
 
     def values(self) -> dict[str, float]:
-        """{"sensitive": 0.703, "balanced": 0.587, "screening": 0.079}: the presets the app and CLI offer, default first."""
-        ordered = [self.default] + [name for name in self.named if name != self.default]
+        """{"screening": 0.08, "balanced": 0.59, "confirmatory": 0.81}: the presets the app and CLI offer, in
+        threshold order (lowest first), so a name never claims more sensitivity than a lower threshold gives."""
+        ordered = sorted(self.named, key=lambda name: (self.named[name].value, name))
         return {name: self.named[name].value for name in ordered}
 
     @classmethod

@@ -95,6 +95,21 @@ def test_thresholds_on_separable_validation_sit_in_the_gap():
     screening = m.sensitivity_threshold(labels, probs, 0.97)
     assert screening["sensitivity"] >= 0.97
     assert screening["value"] == pytest.approx(probs[50 + 1], abs=1e-3)  # one miss allowed of 50 (3 decimals)
+    confirmatory = m.specificity_threshold(labels, probs, 0.97)
+    assert confirmatory["specificity"] >= 0.97 and confirmatory["value"] <= probs[48] + 1e-3  # one false alarm allowed
+
+
+def test_presets_are_named_by_what_they_do_and_kept_in_threshold_order():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 300 + [1] * 300)
+    probs = np.concatenate([rng.beta(2, 5, 300), rng.beta(5, 2, 300)])  # overlapping classes
+    presets = m.ordered_presets(labels, probs)
+    values = [presets[name]["value"] for name in ("screening", "balanced", "confirmatory")]
+    assert presets["default"] == "balanced" and values == sorted(values) and values[0] < values[2]
+    assert presets["screening"]["sensitivity"] >= 0.99 and presets["confirmatory"]["specificity"] >= 0.97
+    separable = np.concatenate([np.linspace(0.01, 0.2, 300), np.linspace(0.8, 0.99, 300)])
+    clamped = m.ordered_presets(labels, separable)  # screening's rule alone would sit above Youden's midpoint
+    assert clamped["screening"]["value"] <= clamped["balanced"]["value"] <= clamped["confirmatory"]["value"]
 
 
 def test_temperature_recovers_a_known_scale():
@@ -214,7 +229,8 @@ def test_a_reference_that_stays_is_written_out_with_the_rounds_thresholds(tiny_m
     for suffix in (".keras", ".json", ".tflite", ".history.json"):
         shutil.copy(tiny_model.with_suffix(suffix), member / tiny_model.with_suffix(suffix).name)
     stale = json.loads(tiny_model.with_suffix(".json").read_text())
-    stale["thresholds"]["default"] = "balanced"  # as v2.1 shipped
+    stale["thresholds"]["sensitive"] = dict(stale["thresholds"]["confirmatory"])
+    stale["thresholds"]["default"] = "sensitive"  # as v2.2 shipped, with the preset v3 retired
     reference = tmp_path / "shipped"
     shutil.copytree(member, reference)
     reference.joinpath(tiny_model.with_suffix(".json").name).write_text(json.dumps(stale))
@@ -223,7 +239,8 @@ def test_a_reference_that_stays_is_written_out_with_the_rounds_thresholds(tiny_m
     assert report["chosen"] == report["reference_name"] == "v1 (reference)"  # a tie does not beat the reference
     meta = read_verified_metadata(tmp_path / "chosen" / tiny_model.name)
     assert meta.model_version == "9" and "reference" in meta.selected_as
-    assert meta.thresholds.default == "sensitive" and meta.metrics.test is None
+    assert meta.thresholds.default == "balanced" and meta.metrics.test is None
+    assert list(meta.thresholds.values()) == ["screening", "balanced", "confirmatory"]  # refitted under the v3 rules
 
 
 def test_augmentation_is_seeded_bounded_and_leaves_the_input_alone():

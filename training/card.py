@@ -228,7 +228,7 @@ def _model(meta: ModelMetadata) -> list[str]:
 def _thresholds(meta: ModelMetadata) -> list[str]:
     lines = ["", f"## Decision thresholds (chosen on the {'shift-stress ' if meta.stress else ''}validation only)",
              "| name | value | rule | sensitivity there | specificity there |", "|---|---|---|---|---|"]
-    for name in meta.thresholds.values():  # default first
+    for name in meta.thresholds.values():  # threshold order
         entry = meta.thresholds.named[name]
         default = " (default)" if name == meta.thresholds.default else ""
         lines.append(f"| {name}{default} | {entry.value:.3f} | {entry.rule} | {entry.sensitivity:.3f} | "

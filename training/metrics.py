@@ -14,8 +14,8 @@ from model.predictor import calibrated_probability, logit, sigmoid
 
 TEMPERATURE_RANGE = (0.05, 20.0)
 THRESHOLD_DECIMALS = 3  # stored thresholds are exactly what the app's slider can show and the CLI uses
-SENSITIVE_SENSITIVITY = 0.95  # the default since v2.2: the issue's sensitivity floor, read as the product's requirement
 SCREENING_SENSITIVITY = 0.99  # screening should miss as few as possible
+CONFIRMATORY_SPECIFICITY = 0.97  # confirmatory should raise as few false alarms as possible
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -68,6 +68,35 @@ def sensitivity_threshold(labels: np.ndarray, probabilities: np.ndarray, min_sen
     sensitivity, specificity = _sens_spec(labels, probabilities, value)
     return {"value": value, "rule": f"highest threshold with shift-stress validation sensitivity >= {min_sensitivity}",
             "sensitivity": sensitivity, "specificity": specificity}
+
+
+def specificity_threshold(labels: np.ndarray, probabilities: np.ndarray, min_specificity: float) -> dict:
+    """Lowest threshold whose validation specificity is at least ``min_specificity``."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, np.float64)
+    negatives = np.sort(probabilities[labels == 0])[::-1]
+    allowed_alarms = int(np.floor((1 - min_specificity) * len(negatives)))
+    value = float(negatives[allowed_alarms])  # thresholds above this keep the specificity
+    step = 10**-THRESHOLD_DECIMALS
+    value = float(np.clip(round((np.floor(value / step + 1e-9) + 1) * step, THRESHOLD_DECIMALS), step, 1 - step))  # up: keeps specificity
+    sensitivity, specificity = _sens_spec(labels, probabilities, value)
+    return {"value": value, "rule": f"lowest threshold with shift-stress validation specificity >= {min_specificity}",
+            "sensitivity": sensitivity, "specificity": specificity}
+
+
+def ordered_presets(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """The three presets, named by what they do, in threshold order (since v3): screening (stress sensitivity
+    >= 0.99) <= balanced (Youden's J, the default) <= confirmatory (stress specificity >= 0.97). A rule whose
+    threshold would break the order is clamped to the balanced threshold, and its rule says so."""
+    balanced = balanced_threshold(labels, probabilities)
+    screening = sensitivity_threshold(labels, probabilities, SCREENING_SENSITIVITY)
+    confirmatory = specificity_threshold(labels, probabilities, CONFIRMATORY_SPECIFICITY)
+    for preset, out_of_order in ((screening, screening["value"] > balanced["value"]),
+                                 (confirmatory, confirmatory["value"] < balanced["value"])):
+        if out_of_order:
+            sensitivity, specificity = _sens_spec(labels, probabilities, balanced["value"])
+            preset.update(value=balanced["value"], sensitivity=sensitivity, specificity=specificity,
+                          rule=preset["rule"] + " (clamped to the balanced threshold to keep the order)")
+    return {"default": "balanced", "screening": screening, "balanced": balanced, "confirmatory": confirmatory}
 
 
 def operating_points(labels: np.ndarray, probabilities: np.ndarray, step: float = 0.01) -> list[dict]:

@@ -96,12 +96,15 @@ def _compile(model, learning_rate, config):
     )
 
 
-def _callbacks(config, checkpoint_path):
+def _callbacks(config, checkpoint_path, backup_dir):
+    """Every stage backs up model and optimizer at each epoch's end (Keras ``BackupAndRestore``), so a run that
+    is stopped (a session's time limit) resumes from its last finished epoch when the same command runs again."""
     import keras
 
+    backup = keras.callbacks.BackupAndRestore(str(backup_dir))
     if config.schedule == "cosine":
-        return []  # fixed short schedule: the last epoch is kept (validation loss cannot see the shift)
-    return [
+        return [backup]  # fixed short schedule: the last epoch is kept (validation loss cannot see the shift)
+    return [backup,
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, config.patience - 2)),
         keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True, save_weights_only=True),
@@ -178,7 +181,7 @@ def train(config: TrainConfig) -> Path:
     start = time.time()
     if config.stage1_epochs > 0:
         h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage1_epochs,
-                      callbacks=_callbacks(config, checkpoint), verbose=2)
+                      callbacks=_callbacks(config, checkpoint, out / "backup_stage1"), verbose=2)
         history["stage1"] = h.history
 
     # Stage 2: unfreeze the top blocks (BatchNorm stays in inference mode), lower learning rate.
@@ -187,7 +190,7 @@ def train(config: TrainConfig) -> Path:
         _compile(model, _learning_rate(config.stage2_lr, config, steps, config.stage2_epochs), config)
     if config.stage2_epochs > 0:
         h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage2_epochs,
-                      callbacks=_callbacks(config, checkpoint), verbose=2)
+                      callbacks=_callbacks(config, checkpoint, out / "backup_stage2"), verbose=2)
         history["stage2"] = h.history
     record = dict(asdict(config), train_seconds=round(time.time() - start, 1), cpu_cores=os.cpu_count(),
                   epochs_run={k: len(v.get("loss", [])) for k, v in history.items()}, class_weights=weights)
@@ -238,17 +241,13 @@ def fit_on_validation(forward, x_train, x_val, y_val) -> dict:
 def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
     """Temperature and thresholds fitted on the stress set; validation and stress metrics at the default threshold.
 
-    The default ("sensitive") is the highest threshold holding stress sensitivity at 0.95 (since v2.2; v2 and v2.1
-    defaulted to Youden's J, "balanced", which on test traded sensitivity away); screening holds 0.99."""
+    Presets since v3 (:func:`training.metrics.ordered_presets`): screening, balanced (the default) and
+    confirmatory, in threshold order. (v2.2 defaulted to "sensitive", stress sensitivity >= 0.95, whose
+    threshold sat above Youden's: its name contradicted its figures, and it is retired.)"""
     temperature = metrics_lib.fit_temperature(stress_logits, y_stress)
     stress_prob = calibrated_probability(stress_logits, temperature)
     val_prob = calibrated_probability(val_logits, temperature)
-    thresholds = {
-        "default": "sensitive",
-        "sensitive": metrics_lib.sensitivity_threshold(y_stress, stress_prob, metrics_lib.SENSITIVE_SENSITIVITY),
-        "balanced": metrics_lib.balanced_threshold(y_stress, stress_prob),
-        "screening": metrics_lib.sensitivity_threshold(y_stress, stress_prob, metrics_lib.SCREENING_SENSITIVITY),
-    }
+    thresholds = metrics_lib.ordered_presets(y_stress, stress_prob)
     default = thresholds[thresholds["default"]]["value"]
     validation = dict(metrics_lib.ranking_metrics(y_val, val_prob), **metrics_lib.classification_metrics(y_val, val_prob, default))
     stressed = dict(metrics_lib.ranking_metrics(y_stress, stress_prob),
