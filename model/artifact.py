@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.ood import seal_problem
 from model.preprocessing import PreprocessConfig
 
 SCHEMA_VERSION = 1
@@ -275,6 +276,8 @@ def _value_problems(meta: Mapping) -> list[str]:
                 problems.append(f"threshold '{name}' must have a value in (0, 1)")
     if float(meta["calibration"].get("temperature", 0)) <= 0:
         problems.append("calibration.temperature must be positive")
+    if isinstance(meta.get("ood"), Mapping) and (problem := seal_problem(meta["ood"])):
+        problems.append(problem)
     runtime = meta.get("runtime")
     if runtime is not None and not all(isinstance(runtime.get(k), str) for k in ("file", "sha256")):
         problems.append("runtime must name the LiteRT file and its sha256")

@@ -1,20 +1,33 @@
-"""Out-of-distribution gate: does this input look like the frontal pediatric chest X-rays we trained on?
+"""Population gate: is this input a frontal chest X-ray of a young child, like the ones the model was trained on?
 
-Two layers, cheapest first:
+Three layers, cheapest first:
 
 1. Image checks on the decoded pixels: colour photographs (radiographs are
    grey) and blank or near-uniform images.
-2. A probabilistic-PCA Mahalanobis distance on the network's pooled features,
-   fitted on the training split; its threshold is the largest distance of any
-   validation-split X-ray (or a chosen quantile of those distances).
+2. A population head (since model v3): a multinomial logistic regression on the
+   network's pooled features that tells pediatric chest X-rays (the training
+   split) from real counter-examples: adult chest X-rays, X-rays of other body
+   parts, and inverted (negative) copies of the training X-rays (outlier
+   exposure). It names the kind of mismatch.
+3. A probabilistic-PCA Mahalanobis distance on the same features, fitted on the
+   training split: anything unlike every X-ray it knows, including what the head
+   never saw (non-X-rays, unseen views).
 
-The fitted parameters live in the model's metadata (``ood`` section), encoded
-as base64 float32 so the one JSON stays compact.
+Both thresholds come from the clean validation split (never stress renders, never
+test): each at its ``CLEAN_QUANTILE`` of the validation X-rays, so together they
+caution at most about 1 % of real pediatric X-rays like the training ones.
+
+The fitted parameters live in the model's metadata (``ood`` section), encoded as
+base64 float32 so the one JSON stays compact, and sealed with a SHA-256 of the
+section (:func:`seal`): a hand-edited gate is refused at load.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +35,23 @@ import numpy as np
 MAX_COLORFULNESS = 0.06  # mean (max - min) channel spread, 0..1; grey X-rays saved as RGB are ~0
 MIN_GRAY_STD = 6.0  # uint8 grey levels: below this the image is blank or near-uniform
 PCA_COMPONENTS = 32
-FIT_QUANTILE = 1.0  # the farthest validation X-ray: the test split is shifted, a tighter quantile over-rejects it
+CLEAN_QUANTILE = 0.995  # each detector's threshold on clean validation X-rays: together at most ~1 % cautioned
+POPULATION_C = 0.1  # inverse L2 strength of the population head (chosen on leave-one-source-out validation)
 
 NEAR_LIMIT = 0.8  # feature distance ratio above which an accepted image is called close to the gate's limit
-HEADLINE = "Unlike the X-rays the model was trained on"
+HEADLINE = "Outside what this model knows"
+INSIDE = "pediatric_chest"
+POPULATION_CLASSES = (INSIDE, "adult_chest", "other_body_part", "inverted")
+
+# Reason code -> what it means, in plain words (the headline of a flagged result). Codes are stable: the CLI prints them.
+REASON_WORDS = {
+    "colour": "not an X-ray: it is a colour image (a photograph or a screenshot)",
+    "blank": "blank or nearly uniform: there is no X-ray to read",
+    "inverted": "looks like an inverted (negative) X-ray: bones dark, lungs bright",
+    "other_body_part": "looks like an X-ray of another body part, not a chest",
+    "adult_chest": "looks like an adult chest X-ray; this model only knows children aged 1–5",
+    "features": "unlike any X-ray this model knows (another view, body part, age group or machine, or not an X-ray)",
+}
 
 
 @dataclass(frozen=True)
@@ -37,9 +63,21 @@ class ImageStats:
 @dataclass(frozen=True)
 class OodVerdict:
     in_distribution: bool
-    reasons: tuple[str, ...]  # "colour", "blank", "features": the checks that fired
+    reasons: tuple[str, ...]  # codes of REASON_WORDS, most specific first: the checks that fired
     distance: float  # feature distance / threshold: > 1 is out of distribution
     stats: ImageStats
+    outside: float = 0.0  # population head's P(not a young child's chest X-ray) / threshold: > 1 is flagged
+    likely: str = INSIDE  # the population head's most likely class
+
+    @property
+    def reason(self) -> str | None:
+        """The one reason to show first, or None when accepted."""
+        return self.reasons[0] if self.reasons else None
+
+    @property
+    def summary(self) -> str:
+        """What the image is, in plain words, for a headline ("" when accepted)."""
+        return REASON_WORDS[self.reason] if self.reason else ""
 
     @property
     def near_limit(self) -> bool:
@@ -50,16 +88,17 @@ class OodVerdict:
     def message(self) -> str:
         """Which checks fired and by how far, in words; empty when none did."""
         details = {
-            "colour": f"it is in colour (colour spread {self.stats.colorfulness:.2f}; grey radiographs are near 0)",
-            "blank": f"it is blank or nearly uniform (grey-level spread {self.stats.gray_std:.1f})",
-            "features": (f"its features are {self.distance:.1f}× as far from the training X-rays as the farthest "
-                         "validation X-ray (another view, body part, age group, machine or a non-X-ray)"),
+            "colour": f"{REASON_WORDS['colour']} (colour spread {self.stats.colorfulness:.2f}; grey radiographs are near 0)",
+            "blank": f"{REASON_WORDS['blank']} (grey-level spread {self.stats.gray_std:.1f})",
+            "features": (f"{REASON_WORDS['features']}: its features lie {self.distance:.1f}× as far from the training "
+                         "X-rays as the gate allows"),
         }
-        return "; ".join(details[r] for r in self.reasons)
+        return "; ".join(details.get(r, REASON_WORDS[r]) for r in self.reasons)
 
     def to_dict(self) -> dict:
-        return {"in_distribution": self.in_distribution, "reasons": list(self.reasons),
-                "distance_ratio": round(self.distance, 4), "near_limit": self.near_limit, "message": self.message}
+        return {"in_distribution": self.in_distribution, "reason": self.reason, "reasons": list(self.reasons),
+                "distance_ratio": round(self.distance, 4), "population_ratio": round(self.outside, 4),
+                "near_limit": self.near_limit, "message": self.message}
 
 
 def image_stats(gray: np.ndarray, colorfulness: float) -> ImageStats:
@@ -75,8 +114,10 @@ def _decode(text: str, shape) -> np.ndarray:
 
 
 def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: int = PCA_COMPONENTS,
-            quantile: float = FIT_QUANTILE) -> dict:
-    """Fit the PPCA distance on training features; set the threshold at a validation quantile."""
+            quantile: float = CLEAN_QUANTILE, outside: Mapping[str, np.ndarray] | None = None) -> dict:
+    """Fit the PPCA distance on training features and, given counter-examples (``outside``: class name of
+    POPULATION_CLASSES -> features), the population head; thresholds at a quantile of clean validation X-rays.
+    The section comes back sealed."""
     train_features = np.asarray(train_features, np.float64)
     dim = train_features.shape[1]
     k = int(min(components, dim - 1, len(train_features) - 1))
@@ -91,8 +132,78 @@ def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: in
     distances = OodDetector(section).distances(val_features)
     section["threshold"] = float(np.quantile(distances, quantile))
     section["threshold_rule"] = ("largest validation-split distance" if quantile >= 1.0
-                                 else f"{quantile:.3f} quantile of validation-split distances")
+                                 else f"{quantile:.3f} quantile of clean validation-split distances")
+    if outside:
+        section["population"] = fit_population(train_features, outside, val_features, quantile)
+    return seal(section)
+
+
+def fit_population(inside: np.ndarray, outside: Mapping[str, np.ndarray], val_features: np.ndarray,
+                   quantile: float = CLEAN_QUANTILE, c: float = POPULATION_C) -> dict:
+    """Multinomial logistic regression: pediatric chest X-rays (``inside``) against each outside class, classes
+    weighted equally; flagged when P(not pediatric) exceeds its ``quantile`` over clean validation X-rays.
+    Deterministic (lbfgs on standardised features)."""
+    from sklearn.linear_model import LogisticRegression
+
+    classes = [INSIDE] + [name for name in POPULATION_CLASSES[1:] if name in outside and len(outside[name])]
+    unknown = set(outside) - set(POPULATION_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown population classes {sorted(unknown)}; known: {list(POPULATION_CLASSES)}")
+    x = np.concatenate([inside] + [outside[name] for name in classes[1:]]).astype(np.float64)
+    y = np.concatenate([np.full(len(inside), 0)] + [np.full(len(outside[name]), i + 1) for i, name in enumerate(classes[1:])])
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    head = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit((x - mean) / scale, y)
+    coef, intercept = head.coef_, head.intercept_
+    if len(classes) == 2:  # sklearn's binary form (one row) as two softmax rows: the same probabilities
+        coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    section = {"method": f"multinomial logistic regression on pooled features (C={c}), outlier exposure",
+               "classes": classes, "counts": {name: int(np.sum(y == i)) for i, name in enumerate(classes)},
+               "dim": int(x.shape[1]), "mean": _encode(mean), "scale": _encode(scale),
+               "coef": _encode(coef), "intercept": _encode(intercept), "threshold": 1.0}
+    scores = PopulationHead(section).outside_probability(val_features)
+    section["threshold"] = float(np.quantile(scores, quantile))
+    section["threshold_rule"] = f"{quantile:.3f} quantile of P(not pediatric) over clean validation-split X-rays"
     return section
+
+
+def _section_digest(section: Mapping) -> str:
+    body = {k: v for k, v in section.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(section: Mapping) -> dict:
+    """The gate section with the SHA-256 of its own content, so a hand edit is detected at load."""
+    return dict(section, sha256=_section_digest(section))
+
+
+def seal_problem(section: Mapping) -> str | None:
+    """Why a gate section is not to be trusted, or None. Gates written before the seal carry none and no head."""
+    if "sha256" not in section:
+        return "ood gate with a population head must carry its sha256" if "population" in section else None
+    if section["sha256"] != _section_digest(section):
+        return "ood gate checksum mismatch: the gate's parameters were modified after fitting"
+    return None
+
+
+class PopulationHead:
+    """P(class) for each population class from pooled features (NumPy only: serving stays TensorFlow-free)."""
+
+    def __init__(self, section: Mapping):
+        self.classes = tuple(section["classes"])
+        k, dim = len(self.classes), int(section["dim"])
+        self.mean = _decode(section["mean"], (dim,))
+        self.scale = _decode(section["scale"], (dim,))
+        self.coef = _decode(section["coef"], (k, dim))
+        self.intercept = _decode(section["intercept"], (k,))
+        self.threshold = float(section["threshold"])
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        z = ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.coef.T + self.intercept
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def outside_probability(self, features: np.ndarray) -> np.ndarray:
+        return 1.0 - self.probabilities(features)[:, 0]
 
 
 class OodDetector:
@@ -105,6 +216,7 @@ class OodDetector:
         self.threshold = float(section["threshold"])
         self.max_colorfulness = float(section.get("max_colorfulness", MAX_COLORFULNESS))
         self.min_gray_std = float(section.get("min_gray_std", MIN_GRAY_STD))
+        self.population = PopulationHead(section["population"]) if "population" in section else None
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Squared PPCA Mahalanobis distance, divided by the feature dimension."""
@@ -115,12 +227,20 @@ class OodDetector:
 
     def check(self, features: np.ndarray, stats: ImageStats) -> OodVerdict:
         """Verdict for ONE image: its pooled features (D,) and decoded-pixel statistics."""
+        features = np.asarray(features)[None]
         reasons = []
         if stats.colorfulness > self.max_colorfulness:
             reasons.append("colour")
         if stats.gray_std < self.min_gray_std:
             reasons.append("blank")
-        ratio = float(self.distances(np.asarray(features)[None])[0] / self.threshold)
-        if ratio > 1.0:
+        outside, likely = 0.0, INSIDE
+        if self.population is not None:
+            probabilities = self.population.probabilities(features)[0]
+            outside = float((1.0 - probabilities[0]) / self.population.threshold)
+            likely = self.population.classes[int(np.argmax(probabilities[1:])) + 1]  # the likeliest kind of mismatch
+            if outside > 1.0:
+                reasons.append(likely)
+        ratio = float(self.distances(features)[0] / self.threshold)
+        if ratio > 1.0 and not (set(reasons) - {"colour", "blank"}):
             reasons.append("features")
-        return OodVerdict(not reasons, tuple(reasons), ratio, stats)
+        return OodVerdict(not reasons, tuple(reasons), ratio, stats, outside, likely)

@@ -41,6 +41,7 @@ def _refit_parser(sub):
                                      "model on its own validation split")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
+    p.add_argument("--outside", help="folder of counter-examples for the population gate (see training/outside.py)")
 
 
 def _export_parser(sub):
@@ -63,6 +64,7 @@ def _select_parser(sub):
     p.add_argument("--out", required=True, help="folder for selection.json and the chosen model")
     p.add_argument("--reference", help="the previously shipped model, scored on the same stress set")
     p.add_argument("--version", default="2", help="model_version stamped on the chosen model (default: 2)")
+    p.add_argument("--outside", help="folder of counter-examples for the chosen model's population gate")
 
 
 def _agreement_parser(sub):
@@ -128,7 +130,7 @@ def _run_search(args):
 def _run_refit(args):
     from training.train import refit
 
-    refit(args["model"], args["data"])
+    refit(args["model"], args["data"], args.get("outside"))
 
 
 def _run_export(args):

@@ -34,6 +34,7 @@ from model.backbones import build_classifier, network_layout
 from model.forward_pass import export_litert
 from model.predictor import calibrated_probability
 from training import stress
+from training.outside import counter_examples
 from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, refit_loaded, scoring_forward
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,10 @@ def _row(name, kind, networks, val_logits, y_val, stress_logits, y_stress) -> di
             "threshold": fitted["thresholds"][fitted["thresholds"]["default"]]["value"]}
 
 
-def select(members: list[str], data: str, out: str, reference: str | None = None, version: str = "2") -> dict:
-    """Score every candidate on the stress validation, apply the rule, write the chosen artifact into ``out``."""
+def select(members: list[str], data: str, out: str, reference: str | None = None, version: str = "2",
+           outside: str | None = None) -> dict:
+    """Score every candidate on the stress validation, apply the rule, write the chosen artifact into ``out``;
+    with ``outside`` (counter-examples), the chosen network's population gate is fitted there too."""
     loaded = [load_model(p) for p in members]
     metas = [m for _, m in loaded]
     split = metas[0].dataset["split"]
@@ -121,15 +124,17 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
               "candidates": rows, "chosen": chosen, "members": [str(p) for p in members], "reference": reference,
               "reference_name": reference_name}
     (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
+    counter = counter_examples(outside, metas[0].preprocessing) if outside else None
     if chosen == "soup":
-        _write_soup(soup, metas, members, network, (x_train, x_val, y_val), out, version)
+        _write_soup(soup, metas, members, network, (x_train, x_val, y_val), out, version, counter)
     else:
         source = Path(reference if chosen == reference_name else members[[Path(p).parent.name for p in members].index(chosen)])
         for suffix in (".keras", ".tflite", ".json", ".history.json"):
             shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
         copied = out / source.name
-        if chosen == reference_name:  # the round's threshold rule applies to the model that stays
-            refit_loaded(copied, ref_model, read_verified_metadata(copied), (x_train, x_val, y_val))
+        if chosen == reference_name or counter:  # the round's rules (thresholds, gate) apply to whichever ships
+            chosen_model = ref_model if chosen == reference_name else loaded[[Path(p).parent.name for p in members].index(chosen)][0]
+            refit_loaded(copied, chosen_model, read_verified_metadata(copied), (x_train, x_val, y_val), counter)
         save_metadata(copied, read_verified_metadata(copied).replace(model_version=version,
                                                                       selected_as=f"{chosen}, by the stress-validation rule"))
     return report
@@ -144,12 +149,12 @@ def _pair(logits, y_val, y_stress):
     return logits[0], y_val, logits[1], y_stress
 
 
-def _write_soup(soup, metas, members, network, arrays, out: Path, version: str) -> Path:
+def _write_soup(soup, metas, members, network, arrays, out: Path, version: str, outside=None) -> Path:
     x_train, x_val, y_val = arrays
     first = metas[0]
     model_path = out / f"pneumonia_{first.backbone}.keras"
     soup.save(model_path)
-    fitted = fit_on_validation(scoring_forward(soup), x_train, x_val, y_val)
+    fitted = fit_on_validation(scoring_forward(soup), x_train, x_val, y_val, outside)
     export_litert(soup, network, litert_path(model_path), float16=True)
     histories = {Path(p).parent.name: json.loads(history_path(p).read_text()) for p in members if history_path(p).exists()}
     history_path(model_path).write_text(json.dumps(histories, indent=1))

@@ -28,6 +28,7 @@ from model.preprocessing import PreprocessConfig
 from training import data as data_lib
 from training import metrics as metrics_lib
 from training import stress
+from training.outside import counter_examples, inverted_copies
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class TrainConfig:
     zoom_height: float = 0.12  # ± fraction; height and width differ for anisotropic scaling
     zoom_width: float = 0.12
     limit_per_class: int = 0  # >0: use only this many training images per class (smoke runs, tests)
+    outside: str = ""  # folder of counter-examples for the population gate (training/outside.py); "": distance only
     preprocessing: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
 
 
@@ -198,19 +200,20 @@ def train(config: TrainConfig) -> Path:
     dataset = {"train": data_lib.fingerprint(train_examples), "validation": data_lib.fingerprint(val_examples),
                "split": {"seed": split_seed, "val_fraction": config.val_fraction,
                          "grouping": "patient id from file name", "stratified": True}}
-    write_artifact(model, model_path, config, preprocess, record, dataset, (x_train, x_val, y_val))
+    outside = counter_examples(config.outside, preprocess) if config.outside else None
+    write_artifact(model, model_path, config, preprocess, record, dataset, (x_train, x_val, y_val), outside)
     checkpoint.unlink(missing_ok=True)
     log.info("wrote %s", model_path)
     return model_path
 
 
 def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: PreprocessConfig, record: dict,
-                   dataset: dict, arrays) -> ModelMetadata:
+                   dataset: dict, arrays, outside=None) -> ModelMetadata:
     """After training: fit temperature, thresholds and OOD gate on train/ data, then write the ``.keras`` file
     (uncompiled), its LiteRT export and the metadata that describes both."""
     x_train, x_val, y_val = arrays
     network = network_layout(config.backbone, config.input_size)
-    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val)
+    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside)
     _save_clean(model, config, model_path)
     export_litert(model, network, litert_path(model_path))
     return save_metadata(model_path, {
@@ -226,16 +229,21 @@ def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: Pre
     })
 
 
-def fit_on_validation(forward, x_train, x_val, y_val) -> dict:
+def fit_on_validation(forward, x_train, x_val, y_val, outside: dict | None = None) -> dict:
     """Everything chosen after training, on data carved from train/ only: temperature, thresholds and
     operating points on the shift-stress rendering of the validation split (:mod:`training.stress`),
-    the OOD gate on clean training and validation features; metrics on both validation sets."""
+    the population gate on clean training and validation features (with ``outside``, population class ->
+    counter-example images, its head too; inverted training X-rays are added); metrics on both validation sets."""
     val_logits, val_features = forward_all(forward, x_val)
     _, train_features = forward_all(forward, x_train)
     x_stress, y_stress = stress.stress_set(x_val, y_val)
     stress_logits, _ = forward_all(forward, x_stress)
+    outside_features = None
+    if outside:
+        outside = dict(outside, inverted=inverted_copies(x_train))
+        outside_features = {kind: forward_all(forward, images)[1] for kind, images in outside.items() if len(images)}
     return dict(calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress),
-                ood=fit_ood(train_features, val_features))
+                ood=fit_ood(train_features, val_features, outside=outside_features))
 
 
 def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
@@ -265,7 +273,7 @@ def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
     }
 
 
-def refit(model_path: str | Path, data: str) -> ModelMetadata:
+def refit(model_path: str | Path, data: str, outside: str | None = None) -> ModelMetadata:
     """Redo :func:`fit_on_validation` for an existing model on its own split; rewrite its metadata.
 
     The ``.keras`` file is untouched, so its checksum stays valid. Test metrics
@@ -279,13 +287,15 @@ def refit(model_path: str | Path, data: str) -> ModelMetadata:
         data, meta.training.get("limit_per_class", 0), split["seed"], split["val_fraction"], meta.preprocessing)
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta.dataset["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
-    return refit_loaded(model_path, model, meta, (x_train, x_val, y_val))
+    counter = counter_examples(outside, meta.preprocessing) if outside else None
+    return refit_loaded(model_path, model, meta, (x_train, x_val, y_val), counter)
 
 
-def refit_loaded(model_path: str | Path, model, meta: ModelMetadata, arrays) -> ModelMetadata:
+def refit_loaded(model_path: str | Path, model, meta: ModelMetadata, arrays, outside: dict | None = None) -> ModelMetadata:
     """:func:`refit` on images already in memory (its own split's train and validation arrays)."""
     x_train, x_val, y_val = arrays
-    refitted = save_metadata(model_path, dict(meta.to_dict(), **fit_on_validation(scoring_forward(model), x_train, x_val, y_val)))
+    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside)
+    refitted = save_metadata(model_path, dict(meta.to_dict(), **fitted))
     log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
     return refitted
 
