@@ -97,12 +97,28 @@ def _read_dataset(data: bytes, preamble: bool = True):
 
     try:
         _check_inflated_size(data, preamble)
-        return pydicom.dcmread(io.BytesIO(data), force=not preamble)
+        dataset = pydicom.dcmread(io.BytesIO(data), force=not preamble)
+        if not preamble:
+            _name_encoding(dataset)
+        return dataset
     except ImageInputError:
         raise
     except (InvalidDicomError, zlib.error, *_PYDICOM_ERRORS):
         without = "" if preamble else " (it has no DICOM preamble, so it may not be DICOM at all)"
         raise ImageInputError(f"The DICOM file is damaged and cannot be read{without}.") from None
+
+
+def _name_encoding(dataset) -> None:
+    """A dataset without file meta: record the encoding pydicom read it with as its transfer syntax."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if "TransferSyntaxUID" in getattr(dataset, "file_meta", {}):
+        return
+    implicit, little = dataset.original_encoding
+    dataset.file_meta = getattr(dataset, "file_meta", None) or FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                           ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
 
 
 def _check_inflated_size(data: bytes, preamble: bool = True) -> None:
@@ -166,18 +182,22 @@ def _check_codestream(dataset) -> None:
     an RLE frame's segments must expand to no more than the frame. Checked before anything is decoded."""
     if not getattr(dataset["PixelData"], "is_undefined_length", False):
         return  # native (uncompressed) pixel data: its size is the header's
-    from pydicom.encaps import generate_fragments
+    from pydicom.encaps import generate_fragmented_frames
 
     rows, columns = int(dataset.Rows), int(dataset.Columns)
     samples = _header_int(dataset, "SamplesPerPixel", 1)
-    try:
-        first = next(generate_fragments(dataset.PixelData), b"")
+    try:  # the first frame's fragments (after the basic offset table); nothing is decoded
+        frames = generate_fragmented_frames(dataset.PixelData, number_of_frames=_header_int(dataset, "NumberOfFrames", 1))
+        fragments = next(frames, ())
     except (*_PYDICOM_ERRORS, StopIteration):
         raise ImageInputError("The DICOM pixel data is damaged or inconsistent with its header.") from None
+    if not fragments:
+        raise ImageInputError("The DICOM pixel data is damaged or inconsistent with its header.")
     if _syntax(dataset) == RLE_SYNTAX:
-        _check_rle(first, rows * columns, samples * max(1, (_header_int(dataset, "BitsAllocated", 16) + 7) // 8))
+        frame = b"".join(fragments)
+        _check_rle(frame, rows * columns, samples * max(1, (_header_int(dataset, "BitsAllocated", 16) + 7) // 8))
         return
-    declared = _codestream_size(bytes(first[:65536]))
+    declared = _codestream_size(bytes(fragments[0][:65536]))
     if declared is None:
         return  # neither JPEG nor JPEG 2000: the decoder (if any) reports it
     width, height, components = declared
