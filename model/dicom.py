@@ -131,9 +131,13 @@ def _check_inflated_size(data: bytes, preamble: bool = True) -> None:
     if str(meta.get("TransferSyntaxUID", "")) != DEFLATED_SYNTAX:
         return
     inflater, pending, inflated = zlib.decompressobj(-zlib.MAX_WBITS), data[stream.tell():], 0
-    while pending and inflated <= MAX_INFLATED_BYTES:  # count in 8 MB pieces, keep none of them
-        inflated += len(inflater.decompress(pending, 8 * 2**20))
-        pending = inflater.unconsumed_tail
+    # Count in 8 MB pieces, keep none of them. Stop at the stream's end: pydicom pads an odd-length deflated stream
+    # with a byte, which a finished inflater never consumes (looping on it never ended).
+    while not inflater.eof and inflated <= MAX_INFLATED_BYTES:
+        piece = inflater.decompress(pending, 8 * 2**20)
+        inflated, pending = inflated + len(piece), inflater.unconsumed_tail
+        if not piece and not pending:
+            break
     if inflated > MAX_INFLATED_BYTES:
         raise ImageInputError(f"The compressed DICOM expands to more than {MAX_INFLATED_BYTES // 2**20} MB; "
                               "refusing to decode it.")
