@@ -205,6 +205,8 @@ def _check_codestream(dataset) -> None:
     if declared is None:
         return  # neither JPEG nor JPEG 2000: the decoder (if any) reports it
     width, height, components = declared
+    if not (width and height):
+        return  # no size in the codestream's header (or not a codestream): the decoder reports it
     if (width, height) != (columns, rows) or components > max(samples, 1):
         raise ImageInputError(f"The compressed image inside this DICOM declares {width}×{height} pixels "
                               f"({components} components), but the DICOM header says {columns}×{rows} ({samples}); "
