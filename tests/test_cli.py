@@ -64,8 +64,8 @@ def test_non_regular_and_oversized_files_are_skipped_unread(tiny_model, sample_f
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     big = tmp_path / "big.png"
-    big.write_bytes(b"\x89PNG" + bytes(2048))
-    monkeypatch.setattr(preprocessing, "MAX_FILE_BYTES", 1024)  # stands for 200 MB: the size is checked with fstat
+    big.write_bytes(b"\x89PNG" + bytes(200_000))
+    monkeypatch.setattr(preprocessing, "MAX_FILE_BYTES", 100_000)  # stands for 200 MB: the size is checked with fstat
     files = [str(fifo), "/dev/zero", str(tmp_path), str(big), str(sample_files[0])]
     assert main(["predict", "--model", str(tiny_model), *files]) == 1
     lines = _lines(capsys)
