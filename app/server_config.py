@@ -52,3 +52,17 @@ def release_freed_memory() -> None:
     """Hand memory that Python and NumPy have freed back to the operating system."""
     if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
         _LIBC.malloc_trim(0)
+
+
+def release_uploads(file_ids: list[str]) -> None:
+    """Drop these uploads of the current session from Streamlit's in-memory upload store (the browser still lists
+    them until the user removes them; their bytes are gone from the server)."""
+    from streamlit.runtime import exists, get_instance
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not exists():
+        return
+    manager = get_instance().uploaded_file_mgr
+    for file_id in file_ids:
+        manager.remove_file(ctx.session_id, file_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` puts app/ first, not the repo root
     sys.path.insert(0, str(ROOT))
 
-from app.server_config import keep_uploads_in_memory, limit_malloc_arenas, release_freed_memory  # noqa: E402
+from app.server_config import (  # noqa: E402
+    keep_uploads_in_memory,
+    limit_malloc_arenas,
+    release_freed_memory,
+    release_uploads,
+)
 from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E402
 from model.explain import CAM_METHODS, CamExplainer, color_bar, overlay_heatmap  # noqa: E402
 from model.ood import HEADLINE  # noqa: E402
@@ -49,7 +55,8 @@ log = get_logger(__name__)  # follows `--logger.level`; never given file names, 
 SAMPLES_DIR = ROOT / "app" / "samples"
 MODEL_CARD = ROOT / "model" / "MODEL_CARD.md"
 REPORTS_DIR = SHIPPED_DIR / "reports"
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom", "tif", "tiff", "bmp", "gif", "webp"]
+# No `type=` filter on the uploader: files are identified by content in model/ (a renamed X-ray still works, anything
+# else gets a plain message), and Streamlit's own name check would answer a crafted name (a null byte) with its error.
 COLORMAPS = ["jet", "inferno", "viridis", "magma"]
 TARGETS = {"PNEUMONIA": "Evidence for pneumonia", "NORMAL": "Evidence for normal"}
 MAX_FILES = 50  # one batch; more would make every interaction slow for everyone on a small server
@@ -161,7 +168,8 @@ def header_ui() -> None:
 def input_ui() -> list[Upload]:
     """The files to analyse: uploads if any (within the batch limits), else the chosen sample."""
     files = st.file_uploader(f"Upload chest X-rays (JPEG, PNG 8/16-bit, DICOM; also TIFF, BMP, GIF, WebP). "
-                             f"Up to {MAX_FILES} files and {MAX_BATCH_MB} MB at once.", type=UPLOAD_TYPES,
+                             f"Up to {MAX_FILES} files and {MAX_BATCH_MB} MB at once, "
+                             f"{st.get_option('server.maxUploadSize')} MB a file.",
                              accept_multiple_files=True, key="uploads")
     if files:
         return _within_limits(files)
@@ -203,7 +211,11 @@ def _within_limits(files) -> list[Upload]:
             st.error(f"{len(files)} files ({sum(f.size for f in files) / 2**20:.0f} MB) were uploaded; one batch is "
                      f"at most {MAX_FILES} files and {MAX_BATCH_MB} MB. Only the first {len(uploads)} are analysed: "
                      "remove some files to analyse the others.")
+            release_uploads([f.file_id for f in files[number - 1:]])  # the server stops holding the refused ones
             break
+        if "\0" in file.name:
+            st.error(f"File {number} was not analysed: its name contains a null byte. Rename it and upload it again.")
+            continue
         data = file.getvalue()
         uploads.append(Upload(number, file.name, digest_of(file.file_id, data), data))
     live = {f.file_id for f in files}
@@ -295,10 +307,18 @@ def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSet
     return overlay
 
 
-def report_ui(upload: Upload, content: ReportContent) -> None:
+@st.cache_data(max_entries=8, show_spinner=False)
+def report_bytes(key: tuple, _content: ReportContent, fmt: str) -> bytes:
+    """The report, rendered in the run that draws its button (``key``: everything the page shows in it)."""
+    return render_report(_content, fmt=fmt)
+
+
+def report_ui(upload: Upload, content: ReportContent, key: tuple) -> None:
+    # Bytes, not a deferred callable: a deferred download's id is replaced on every rerun, so a click that races a
+    # threshold change found "Deferred file not found"; a stored file outlives the rerun that replaced it.
     columns = st.columns(2)
     for column, fmt, mime in ((columns[0], "png", "image/png"), (columns[1], "pdf", "application/pdf")):
-        column.download_button(f"Download report ({fmt.upper()})", data=lambda f=fmt: render_report(content, fmt=f),
+        column.download_button(f"Download report ({fmt.upper()})", data=report_bytes(key, content, fmt),
                                file_name=safe_download_name(upload.name, f"_report.{fmt}"), mime=mime,
                                on_click="ignore", key=f"{fmt}_{upload.number}_{upload.digest[:12]}")
 
@@ -319,6 +339,14 @@ def batch_ui(uploads: list[Upload], threshold: float) -> Upload | None:
     return st.selectbox("Look closer at", readable, key="closer", format_func=lambda u: f"{u.number}. {u.name}")
 
 
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|~<>$:&"})
+
+
+def plain(text: str) -> str:
+    """Text for a markdown element (st.error & co.), escaped so that it shows as typed: no bold, link, image or math."""
+    return text.translate(_MARKDOWN_SPECIAL)
+
+
 def _show_key(upload: Upload) -> str:
     return f"show_anyway_{upload.number}_{upload.digest[:16]}"
 
@@ -334,7 +362,7 @@ def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
     st.text(f"File: {upload.name}")
     analysis, error = analyze(upload.digest, upload.data)
     if error:
-        st.error(error)
+        st.error(plain(error))
         return
     prediction = analysis.prediction
     unreliable = None if prediction.ood.in_distribution else reliability_note(prediction.ood)
@@ -356,7 +384,8 @@ def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
                             f"({TARGETS[settings.target].lower()})", prediction.probability, label,
                             operating_point(metadata, threshold, prevalence), metadata, gate, unreliable,
                             tuple(prediction.cautions(threshold)))
-    report_ui(upload, content)
+    report_ui(upload, content, (upload.number, upload.name, upload.digest, threshold, prevalence, settings, unreliable,
+                                int(time.time() // 60)))
 
 
 def analyse_tab(metadata: ModelMetadata) -> None:

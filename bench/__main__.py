@@ -267,6 +267,10 @@ def main(argv=None) -> int:
         from bench.soak import main as soak
 
         return soak(argv[1:])
+    if argv[:1] == ["hostile"]:
+        from bench.hostile import main as hostile
+
+        return hostile(argv[1:])
     if argv[:1] == ["infill"]:
         from bench.infill import main as infill
 

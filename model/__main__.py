@@ -27,13 +27,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _predict_file(predictor, path: str, threshold: float) -> dict:
+def read_bounded(path: str, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; anything else raises ImageInputError, unread.
+
+    Opened without blocking (a FIFO would wait for a writer), checked with fstat on the open file (a regular file,
+    no larger than ``limit``), then read with a bounded read (a file that grows meanwhile still stops at limit + 1).
+    """
+    import stat
+
     from model.preprocessing import ImageInputError
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, device or socket)"
+            raise ImageInputError(f"This path is {kind}; only image files are read.")
+        if info.st_size > limit:
+            raise ImageInputError(f"The file is larger than {limit // 2**20} MB.")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ImageInputError(f"The file is larger than {limit // 2**20} MB.")
+    return data
+
+
+def _predict_file(predictor, path: str, threshold: float) -> dict:
+    from model.preprocessing import MAX_FILE_BYTES, ImageInputError
     from model.service import analyze_bytes, reliability_note
 
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_bounded(path, MAX_FILE_BYTES)
         prediction = analyze_bytes(predictor, data).prediction
     except ImageInputError as exc:
         return {"file": path, "error": str(exc)}

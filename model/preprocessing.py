@@ -34,6 +34,26 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 
 DICOM_MAGIC_OFFSET = 128
 
+# Identified by content, never by name: each accepted kind and the only Pillow plugins allowed to open it (an MPO is a
+# JPEG with more pictures appended; Pillow's JPEG plugin returns it). Every other format Pillow knows (EPS, which
+# runs Ghostscript; FITS, ICO, QOI, DDS, JPEG 2000, TGA, ...) is refused before any decoder runs.
+ACCEPTED_FORMATS = "JPEG, PNG, TIFF, BMP, GIF, WebP or DICOM"
+_SIGNATURES = (  # (leading bytes, kind, Pillow plugins)
+    (b"\xff\xd8\xff", "JPEG", ("JPEG",)),
+    (b"\x89PNG\r\n\x1a\n", "PNG", ("PNG",)),
+    (b"II*\x00", "TIFF", ("TIFF",)),
+    (b"MM\x00*", "TIFF", ("TIFF",)),
+    (b"BM", "BMP", ("BMP",)),
+    (b"GIF87a", "GIF", ("GIF",)),
+    (b"GIF89a", "GIF", ("GIF",)),
+)
+_REFUSED_KINDS = (  # recognised only to name them in the refusal
+    (b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "PostScript/EPS"), (b"%PDF", "PDF"), (b"SIMPLE  =", "FITS"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"\xffO\xffQ", "JPEG 2000"), (b"\x00\x00\x01\x00", "icon (ICO)"),
+    (b"\x00\x00\x02\x00", "cursor (CUR)"), (b"qoif", "QOI"), (b"DDS ", "DDS texture"), (b"8BPS", "Photoshop (PSD)"),
+    (b"icns", "Apple icon (ICNS)"), (b"\x1f\x8b", "gzip archive"), (b"PK\x03\x04", "ZIP archive"),
+)
+
 
 @dataclass(frozen=True)
 class PreparedImage:
@@ -94,35 +114,57 @@ def _decode(data: bytes) -> tuple[np.ndarray, float]:
         raise ImageInputError("The file is empty.")
     if len(data) > MAX_FILE_BYTES:
         raise ImageInputError(f"The file is larger than {MAX_FILE_BYTES // 2**20} MB.")
-    if _looks_like_dicom(data):
+    kind, plugins = sniff_format(data)
+    if kind in ("DICOM", "DICOM without preamble"):
         from model.dicom import decode_dicom  # pydicom is only imported when needed
 
-        gray, colorfulness = decode_dicom(data), 0.0
+        gray, colorfulness = decode_dicom(data, preamble=kind == "DICOM"), 0.0
     else:
-        gray, colorfulness = _decode_with_pillow(data)
+        gray, colorfulness = _decode_with_pillow(data, plugins)
     _check_geometry(gray.shape)
     return gray, colorfulness
 
 
-def _looks_like_dicom(data: bytes) -> bool:
-    return data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
+def sniff_format(data: bytes) -> tuple[str, tuple[str, ...]]:
+    """(kind, Pillow plugins allowed to open it) from the file's leading bytes; raises for anything not accepted."""
+    if data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM":
+        return "DICOM", ()
+    for signature, kind, plugins in _SIGNATURES:
+        if data.startswith(signature):
+            return kind, plugins
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP", ("WEBP",)
+    if _looks_like_bare_dicom(data):
+        return "DICOM without preamble", ()
+    kind = next((name for signature, name in _REFUSED_KINDS if data.startswith(signature)), None)
+    what = f"This file looks like {kind}, which" if kind else "This file"
+    raise ImageInputError(f"{what} is not an image format we read (use {ACCEPTED_FORMATS}).")
 
 
-def _decode_with_pillow(data: bytes) -> tuple[np.ndarray, float]:
+def _looks_like_bare_dicom(data: bytes) -> bool:
+    """A DICOM stream without the 128-byte preamble: it starts with a little-endian group 0002 (file meta) or 0008
+    tag, followed by an explicit VR (two capital letters) or an implicit VR's four-byte length."""
+    if len(data) < 8 or data[:2] not in (b"\x02\x00", b"\x08\x00") or data[3] != 0:
+        return False
+    return data[4:6].isalpha() and data[4:6].isupper() or data[6:8] == b"\x00\x00"
+
+
+def _decode_with_pillow(data: bytes, plugins: tuple[str, ...]) -> tuple[np.ndarray, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=list(plugins))  # only the plugin the content names
             _check_pixel_count(image.size)
-            if image.format == "JPEG":  # decode big JPEGs at reduced scale: fast, bounded memory
+            coefficients = _jpeg_coefficient_bytes(image)
+            if image.format in ("JPEG", "MPO"):  # decode big JPEGs at reduced scale: fast, bounded memory
                 image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
-            _check_decoded_bytes(image)
+            _check_decoded_bytes(image, coefficients)
             image = ImageOps.exif_transpose(image)
             return _to_uint8_gray(image), _colorfulness(image)
     except ImageInputError:
         raise
     except UnidentifiedImageError:
-        raise ImageInputError("This file is not an image format we can read (use JPEG, PNG or DICOM).") from None
+        raise ImageInputError(f"This file is not an image format we read (use {ACCEPTED_FORMATS}).") from None
     except Image.DecompressionBombError:
         raise ImageInputError("The image declares implausibly large dimensions; refusing to decode it.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -140,14 +182,31 @@ def _check_pixel_count(size) -> None:
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
 
-def _check_decoded_bytes(image: Image.Image) -> None:
+def _jpeg_coefficient_bytes(image: Image.Image) -> int:
+    """What libjpeg holds for a progressive JPEG whatever the draft scale: every component's DCT coefficients at full
+    size (2 bytes each; counted without chroma subsampling, an upper bound). 0 for other images."""
+    if image.format not in ("JPEG", "MPO") or not image.info.get("progressive"):
+        return 0
     width, height = image.size
-    per_pixel = _BYTES_PER_PIXEL.get(image.mode, 4)  # RGB is stored as 4 bytes a pixel too
-    if width * height * per_pixel > MAX_DECODED_BYTES:
+    return width * height * max(1, len(image.getbands())) * 2
+
+
+def _decoded_bytes_per_pixel(image: Image.Image) -> int:
+    """Bytes a pixel of the decode as it is done: RGB is stored as 4; a palette image with transparency is flattened
+    through RGBA (its palette plane plus the RGBA copy)."""
+    if image.mode == "P" and "transparency" in image.info:
+        return 1 + 4
+    return _BYTES_PER_PIXEL.get(image.mode, 4)
+
+
+def _check_decoded_bytes(image: Image.Image, extra: int = 0) -> None:
+    width, height = image.size
+    total = width * height * _decoded_bytes_per_pixel(image) + extra
+    if total > MAX_DECODED_BYTES:
         raise ImageInputError(
-            f"The image is {width}×{height} pixels ({image.mode}): decoding it would take "
-            f"{width * height * per_pixel // 2**20} MB; images above {MAX_DECODED_BYTES // 2**20} MB decoded are not "
-            "accepted (a chest X-ray fits easily; try JPEG or a smaller export).")
+            f"The image is {width}×{height} pixels ({image.mode}{', progressive' if extra else ''}): decoding it would "
+            f"take {total // 2**20} MB; images above {MAX_DECODED_BYTES // 2**20} MB decoded are not "
+            "accepted (a chest X-ray fits easily; try a baseline JPEG or a smaller export).")
 
 
 def _check_geometry(shape) -> None:
@@ -160,8 +219,8 @@ def _check_geometry(shape) -> None:
 
 def _to_uint8_gray(image: Image.Image) -> np.ndarray:
     """A PIL image of any mode -> 2-D uint8 grayscale."""
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)  # animated: use the first frame
+    # Animated or multi-page: the file is open at its first frame, which is the one used (n_frames is never asked:
+    # for a GIF it would walk every frame).
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
         return _flatten_alpha(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

@@ -2,7 +2,9 @@
 
 No patient identifiers are taken or printed: only the name the user gave the
 file, pixels, the model's output and the model's own facts. Every line is
-wrapped to the page, so nothing is clipped.
+wrapped to the page, so nothing is clipped. Text is never parsed as mathtext or
+TeX (a file name like ``$\\mathbf{...}$`` prints as typed), and a long file name
+is shortened to its start and end.
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ DISCLAIMER = ("Research demo, not for clinical use. Not a medical device: it has
               "treat or triage anyone. Trained on frontal pediatric chest X-rays (age 1-5) from one hospital.")
 CITATION = "Data: Kermany, Zhang, Goldbaum (2018), Mendeley Data V2, doi:10.17632/rscbjbr9sj.2, CC BY 4.0."
 KEY_WIDTH, VALUE_WIDTH = 32, 50  # characters per line of each column at the report's font size
+MAX_FILE_NAME_CHARS = 120  # a longer name is shown as its first and last characters
+PLAIN = {"parse_math": False, "usetex": False}  # every text artist: user text is never mathtext or TeX
+
+
+def short_name(name: str, limit: int = MAX_FILE_NAME_CHARS) -> str:
+    """``name`` if short enough, else its start and end around an ellipsis (at most ``limit`` characters)."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) * 2 // 3
+    return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ def report_lines(c: ReportContent) -> list[tuple[str, str]]:
     """(key, value) pairs, in page order."""
     meta, point = c.metadata, c.point
     lines = [
-        ("File", c.file_name),
+        ("File", short_name(c.file_name)),
         ("Generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         ("Pneumonia probability (calibrated)", f"{c.probability:.3f}" + ("  (UNRELIABLE)" if c.unreliable else "")),
         ("Decision at threshold", f"{c.label} (threshold {point.threshold:.3f})"),
@@ -99,21 +111,21 @@ def report_figure(content: ReportContent):
 
     figure = Figure(figsize=(8.27, 11.69))
     FigureCanvasAgg(figure)
-    figure.text(0.5, 0.965, "Chest X-ray pneumonia classifier: report", ha="center", fontsize=16, weight="bold")
+    figure.text(0.5, 0.965, "Chest X-ray pneumonia classifier: report", ha="center", fontsize=16, weight="bold", **PLAIN)
     top = 0.93
     if content.unreliable:
         warning = "\n".join(textwrap.wrap(content.unreliable, 95))
-        figure.text(0.5, 0.945, warning, ha="center", va="top", fontsize=9, weight="bold", color="#b00000")
+        figure.text(0.5, 0.945, warning, ha="center", va="top", fontsize=9, weight="bold", color="#b00000", **PLAIN)
         top -= 0.0135 * warning.count("\n") + 0.01
     panels = ((content.original, "Uploaded image"), (content.overlay, f"{content.method_label} explanation"))
     for i, (image, title) in enumerate(panels):
         ax = figure.add_axes([0.06 + 0.46 * i, top - 0.30, 0.42, 0.27])
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, **PLAIN)
         ax.axis("off")
     _text_block(figure, report_lines(content), top - 0.33)
-    figure.text(0.06, 0.085, "\n".join(textwrap.wrap(DISCLAIMER, 100)), fontsize=8.5, color="#a00000", va="top")
-    figure.text(0.06, 0.03, CITATION, fontsize=7, color="grey")
+    figure.text(0.06, 0.085, "\n".join(textwrap.wrap(DISCLAIMER, 100)), fontsize=8.5, color="#a00000", va="top", **PLAIN)
+    figure.text(0.06, 0.03, CITATION, fontsize=7, color="grey", **PLAIN)
     return figure
 
 
@@ -130,6 +142,6 @@ def _text_block(figure, lines: list[tuple[str, str]], top: float, bottom: float 
     y = top
     for (keys, values), (_, value) in zip(wrapped, lines):
         color = "#b00000" if "UNRELIABLE" in value else "black"
-        figure.text(0.06, y, "\n".join(keys), fontsize=fontsize, color="#444444", va="top")
-        figure.text(0.40, y, "\n".join(values), fontsize=fontsize, weight="bold", color=color, va="top")
+        figure.text(0.06, y, "\n".join(keys), fontsize=fontsize, color="#444444", va="top", **PLAIN)
+        figure.text(0.40, y, "\n".join(values), fontsize=fontsize, weight="bold", color=color, va="top", **PLAIN)
         y -= line_height * max(len(keys), len(values)) + 0.006

@@ -52,3 +52,25 @@ def test_invalid_threshold(tiny_model, sample_files, capsys, threshold):
 def test_missing_model_is_reported_not_replaced(tmp_path, sample_files, capsys):
     assert main(["predict", "--model", str(tmp_path / "none.keras"), str(sample_files[0])]) == 2
     assert "not found" in _lines(capsys)[0]["error"]
+
+
+def test_non_regular_and_oversized_files_are_skipped_unread(tiny_model, sample_files, tmp_path, capsys, monkeypatch):
+    """A FIFO (no writer: reading would hang), /dev/zero (endless), a directory and a file over the limit each get an
+    error line without being read, and the files after them still run."""
+    import os
+
+    import model.preprocessing as preprocessing
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(200_000))
+    monkeypatch.setattr(preprocessing, "MAX_FILE_BYTES", 100_000)  # stands for 200 MB: the size is checked with fstat
+    files = [str(fifo), "/dev/zero", str(tmp_path), str(big), str(sample_files[0])]
+    assert main(["predict", "--model", str(tiny_model), *files]) == 1
+    lines = _lines(capsys)
+    assert [line["file"] for line in lines] == files
+    assert "not a regular file" in lines[0]["error"] and "not a regular file" in lines[1]["error"]
+    assert "directory" in lines[2]["error"]
+    assert "larger than" in lines[3]["error"]
+    assert 0.0 <= lines[4]["probability"] <= 1.0

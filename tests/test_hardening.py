@@ -49,10 +49,9 @@ def test_every_input_through_the_app(corpus):
 
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"), default_timeout=300)
     at.run()
-    # The browser refuses other extensions before upload (Streamlit's own message); AppTest bypasses
-    # that filter, so such files are sent renamed, as a user who renamed them would.
-    allowed = {f".{t}" for t in at.file_uploader(key="uploads").allowed_type} | set(at.file_uploader(key="uploads").allowed_type)
-    names = [n if Path(n).suffix in allowed else f"{n}.png" for n, _, _ in corpus.values()]
+    # No extension filter: each file is identified by its content, whatever its name.
+    assert not at.file_uploader(key="uploads").allowed_type
+    names = [n for n, _, _ in corpus.values()]
     files = [(name, data, "application/octet-stream") for name, (_, data, _) in zip(names, corpus.values())]
     at.file_uploader(key="uploads").set_value(files).run()
     assert not at.exception, at.exception
@@ -79,3 +78,69 @@ def test_huge_scans_are_decoded_at_bounded_size():
     big_png16 = encode(Image.fromarray(np.full((6000, 5000), 30000, np.uint16)))  # no draft for PNG: area-shrunk
     for data in (big_jpeg, big_png16):
         assert max(prepare(data).gray.shape) <= WORKING_MAX_SIDE
+
+
+def test_no_child_process_while_decoding(corpus, monkeypatch):
+    """Nothing a decoder does may start a program (Pillow's EPS plugin would run Ghostscript): every way to start one
+    is made to fail loudly, and the whole corpus is decoded."""
+    import os
+    import subprocess
+
+    from model.preprocessing import ImageInputError, prepare
+
+    started = []
+
+    def refuse(*args, **kwargs):
+        started.append(args[:1])
+        raise AssertionError("a decoder tried to start a process")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)
+    for name, (_, data, (kind, _)) in corpus.items():
+        try:
+            prepare(data)
+        except ImageInputError:
+            assert kind == "error", name
+    assert started == []
+
+
+def test_markup_in_a_header_is_never_echoed(corpus):
+    from model.preprocessing import ImageInputError, prepare
+
+    with pytest.raises(ImageInputError) as err:
+        prepare(corpus["dicom_markup_in_header"][1])
+    assert not [t for t in ("**", "http", "[", "](") if t in str(err.value)], str(err.value)
+
+
+def test_palette_color_dicom_is_mapped_through_its_palette(corpus):
+    import numpy as np
+    from conftest import synthetic_xray
+
+    from model.preprocessing import prepare
+
+    gray = prepare(corpus["dicom_palette_color"][1]).gray.astype(float)
+    # The file stores 255 - x through an inverting palette: read through it, the image is x again (not its negative).
+    assert np.corrcoef(gray.ravel(), synthetic_xray(36).astype(float).ravel())[0, 1] > 0.9
+
+
+def test_markup_and_null_bytes_in_the_app():
+    """A decoder message is shown as plain text (escaped markdown), and a crafted name with a null byte gets the
+    app's own message, not Streamlit's error."""
+    from hardening_corpus import _markup_syntax_dicom
+    from streamlit.testing.v1 import AppTest
+
+    from app.streamlit_app import plain
+
+    assert plain("**b** [l](http://x) ![i](http://y) $x$") == (
+        r"\*\*b\*\* \[l\]\(http\:\/\/x\) \!\[i\]\(http\:\/\/y\) \$x\$".replace(r"\/", "/"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"), default_timeout=300)
+    at.run()
+    at.file_uploader(key="uploads").set_value([("markup.dcm", _markup_syntax_dicom(), "application/dicom")]).run()
+    assert not at.exception
+    shown = " ".join(e.value for e in at.error)
+    assert "unknown transfer syntax" in shown and "http" not in shown and "**" not in shown
+    at.file_uploader(key="uploads").set_value([("ch\0est.png", b"\x89PNG", "image/png")]).run()
+    assert not at.exception, at.exception
+    assert any("null byte" in e.value for e in at.error)

@@ -105,3 +105,21 @@ def test_report_text_stays_inside_the_page_and_marks_unreliable_output():
             assert a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0, (a, b)
     for fact in ("a very long file name", "UNRELIABLE", "Generated", "SHA-256", "0" * 64, "Not a medical device"):
         assert fact in everything.replace("\n", " ") or fact in everything.replace("\n", ""), fact
+
+
+def test_report_never_parses_mathtext_and_shortens_long_names():
+    """A file name with $...$ prints as typed (no mathtext: '$\\foo$' used to make both downloads fail), and a
+    5,000-character name is shortened to its start and end."""
+    from dataclasses import replace
+
+    from model.report import MAX_FILE_NAME_CHARS, short_name
+
+    for name in ("chest_$\\foo$.png", "chest_$\\mathbf{PNEUMONIA\\ NEGATIVE}$.png"):
+        content = replace(_report(), file_name=name)
+        assert render_report(content, "png")[:4] == b"\x89PNG" and render_report(content, "pdf")[:4] == b"%PDF"
+        texts = [t for t in report_figure(content).texts if name in t.get_text()]
+        assert texts and all(t._parse_math is False for t in texts)
+    long = "a" * 2500 + "b" * 2500 + ".png"
+    shortened = short_name(long)
+    assert len(shortened) == MAX_FILE_NAME_CHARS and shortened.startswith("aaa") and shortened.endswith("b.png")
+    assert short_name("chest.png") == "chest.png"
