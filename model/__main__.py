@@ -1,7 +1,10 @@
 """``python -m model predict [--threshold T] [--model PATH] FILE...``
 
 Prints one JSON object per line: ``file``, ``probability``, ``label``,
-``threshold``, ``reliable`` and ``ood`` (is the image like the training X-rays?).
+``threshold``, ``reliable``, ``reason`` (the population gate's reason code:
+``accepted``, ``adult_chest``, ``other_body_part``, ``inverted``, ``features``,
+``colour``, ``blank``), ``trust`` (``no warning``, ``caution``, ``outside``) and
+``ood`` (the gate's figures).
 An image the gate flags has ``reliable: false`` and a ``warning`` saying why its
 probability means little; a borderline one has ``cautions``. A file that cannot
 be read gets ``file`` and ``error``; the other files still run. The exit status
@@ -69,7 +72,9 @@ def _predict_file(predictor, path: str, threshold: float) -> dict:
     except Exception as exc:  # one bad file never stops the others; nothing of the file is printed
         return {"file": path, "error": f"the file could not be processed ({type(exc).__name__})"}
     line = {"file": path, "probability": round(prediction.probability, 6), "label": prediction.label(threshold),
-            "threshold": round(threshold, 6), "reliable": prediction.ood.in_distribution, "ood": prediction.ood.to_dict()}
+            "threshold": round(threshold, 6), "reliable": prediction.ood.in_distribution,
+            "reason": prediction.ood.reason or "accepted", "trust": prediction.trust(threshold).level,
+            "ood": prediction.ood.to_dict()}
     if not prediction.ood.in_distribution:
         line["warning"] = reliability_note(prediction.ood)
     elif prediction.cautions(threshold):

@@ -45,7 +45,7 @@ POPULATION_CLASSES = (INSIDE, "adult_chest", "other_body_part", "inverted")
 
 # Reason code -> what it means, in plain words (the headline of a flagged result). Codes are stable: the CLI prints them.
 REASON_WORDS = {
-    "colour": "not an X-ray: it is a colour image (a photograph or a screenshot)",
+    "colour": "not an X-ray: it is in colour (a photograph or a screenshot?)",
     "blank": "blank or nearly uniform: there is no X-ray to read",
     "inverted": "looks like an inverted (negative) X-ray: bones dark, lungs bright",
     "other_body_part": "looks like an X-ray of another body part, not a chest",
@@ -82,7 +82,7 @@ class OodVerdict:
     @property
     def near_limit(self) -> bool:
         """Accepted, but closer to the gate's limit than most training X-rays: a caution, not a refusal."""
-        return self.in_distribution and self.distance > NEAR_LIMIT
+        return self.in_distribution and max(self.distance, self.outside) > NEAR_LIMIT
 
     @property
     def message(self) -> str:

@@ -55,9 +55,42 @@ class Prediction:
             notes.append(f"Borderline: the probability is close to the threshold {threshold:.4g}; "
                          "a slightly different image of the same chest could be called the other way.")
         if self.ood.near_limit:
-            notes.append("The image is accepted by the out-of-distribution gate but lies near its limit "
-                         f"({self.ood.distance:.0%} of the way to it): less like the training X-rays than most.")
+            notes.append("The image passed the population gate but lies near its limit "
+                         f"({max(self.ood.distance, self.ood.outside):.0%} of the way to it): less like the "
+                         "training X-rays than most.")
         return notes
+
+    def trust(self, threshold: float, explanation_cautions: tuple[str, ...] = ()) -> Trust:
+        """One verdict on how far to trust this output: the gate, the borderline caution and (when an
+        explanation was checked) the explanation's own caution, in one place for the screen, report and CSV."""
+        if not self.ood.in_distribution:
+            return Trust("outside", (f"{self.ood.summary[0].upper()}{self.ood.summary[1:]}.",))
+        reasons = tuple(self.cautions(threshold)) + tuple(explanation_cautions)
+        return Trust("caution" if reasons else "no warning", reasons)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How far to trust one output, and why."""
+
+    level: str  # one of TRUST_HEADLINES
+    reasons: tuple[str, ...]  # plain sentences
+
+    @property
+    def headline(self) -> str:
+        return TRUST_HEADLINES[self.level]
+
+    @property
+    def text(self) -> str:
+        """Headline and reasons in one line (report, CSV)."""
+        return " ".join((self.headline,) + self.reasons)
+
+
+TRUST_HEADLINES = {
+    "outside": "Do not rely on this result: the image is outside what this model knows.",
+    "caution": "Read with caution.",
+    "no warning": "No warning raised: the image looks like the X-rays this model knows and the call is not borderline.",
+}
 
 
 @dataclass(frozen=True)
@@ -85,7 +118,7 @@ def analyze_bytes(predictor: Predictor, data: bytes) -> ImageAnalysis:
 
 def reliability_note(verdict: OodVerdict) -> str:
     """Why an output is unreliable, for every place it is shown anyway (screen, report, table, CSV)."""
-    return f"UNRELIABLE: the image is unlike the X-rays the model was trained on: {verdict.message}."
+    return f"UNRELIABLE: the image is outside what this model knows: {verdict.message}."
 
 
 @dataclass(frozen=True)
@@ -98,7 +131,7 @@ class BatchItem:
     error: str | None
 
 
-RESULT_COLUMNS = ("#", "file", "result", "probability", "label", "threshold", "reliable", "message")
+RESULT_COLUMNS = ("#", "file", "result", "probability", "label", "threshold", "reliable", "trust", "gate", "message")
 
 
 def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int] = frozenset()) -> list[dict]:
@@ -112,21 +145,23 @@ def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int
     rows = []
     for item in items:
         row = {"#": item.number, "file": item.name, "result": "", "probability": None, "label": "",
-               "threshold": threshold, "reliable": "", "message": ""}
+               "threshold": threshold, "reliable": "", "trust": "", "gate": "", "message": ""}
         analysis = item.prediction
+        if analysis is not None:  # the trust level, and the gate's reason code as the CLI prints it
+            row.update(trust=analysis.trust(threshold).level, gate=analysis.ood.reason or "accepted")
         if analysis is None:
             row.update(result="not analysed", message=item.error or "could not be read")
         elif analysis.ood.in_distribution:
             label = analysis.label(threshold)
             row.update(result=f"{label} {analysis.probability:.3f}", probability=round(analysis.probability, 4),
-                       label=label, reliable="yes", message=" ".join(analysis.cautions(threshold)))
+                       label=label, reliable="yes", message=" ".join(analysis.trust(threshold).reasons))
         elif item.number in shown_anyway:
             label = analysis.label(threshold)
             row.update(result=f"{label} {analysis.probability:.3f} (unreliable)", probability=round(analysis.probability, 4),
                        label=label, reliable="NO", message=reliability_note(analysis.ood))
         else:
             row.update(result="withheld", reliable="NO",
-                       message=f"withheld: the image is unlike the X-rays the model was trained on: {analysis.ood.message}.")
+                       message=f"withheld: the image is outside what this model knows: {analysis.ood.message}.")
         rows.append(row)
     return rows
 

@@ -136,7 +136,7 @@ def test_photograph_is_flagged_with_reason_and_show_anyway_is_marked(app):
 
     _upload(app, [("cat.jpeg", encode(Image.fromarray(skdata.chelsea()), "JPEG"), "image/jpeg")])
     warning = " ".join(w.value for w in app.warning)
-    assert "Unlike the X-rays the model was trained on" in warning and "in colour" in warning
+    assert "Outside what this model knows" in warning and "in colour" in warning
     assert not any(m.label.startswith(PROBABILITY) for m in app.metric)
     next(c for c in app.checkbox if c.key.startswith("show_anyway_")).check().run()
     assert any(m.label == f"{PROBABILITY} (unreliable)" for m in app.metric)

@@ -23,9 +23,10 @@ def test_good_and_bad_files(tiny_model, sample_files, tmp_path, capsys):
     assert status == 1
     assert [line["file"] for line in lines] == files
     for line in (lines[0], lines[3]):
-        assert {"file", "probability", "label", "threshold", "reliable", "ood"} <= set(line) <= \
-            {"file", "probability", "label", "threshold", "reliable", "ood", "warning", "cautions"}
-        assert set(line["ood"]) == {"in_distribution", "reasons", "distance_ratio", "near_limit", "message"}
+        assert {"file", "probability", "label", "threshold", "reliable", "reason", "trust", "ood"} <= set(line) <= \
+            {"file", "probability", "label", "threshold", "reliable", "reason", "trust", "ood", "warning", "cautions"}
+        assert set(line["ood"]) == {"in_distribution", "reason", "reasons", "distance_ratio", "population_ratio",
+                                    "near_limit", "message"}
         assert line["reliable"] == line["ood"]["in_distribution"]
         assert ("warning" in line) == (not line["reliable"])  # a flagged image never looks like a normal result
         if "warning" in line:

@@ -45,7 +45,7 @@ def test_image_checks(detector):
     typical = np.zeros(64)
     assert ood.check(typical, GRAY).in_distribution
     colored = ood.check(typical, ImageStats(colorfulness=0.3, gray_std=40.0))
-    assert colored.reasons == ("colour",) and "in colour (colour spread 0.30" in colored.message
+    assert colored.reasons == ("colour",) and "in colour" in colored.message and "colour spread 0.30" in colored.message
     assert ood.check(typical, ImageStats(0.0, 1.0)).reasons == ("blank",)
 
 
@@ -69,3 +69,76 @@ def test_cli_flags_a_photograph(tiny_model, tmp_path, capsys):
     assert main(["predict", "--model", str(tiny_model), str(photo)]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["ood"]["in_distribution"] is False and "colour" in line["ood"]["reasons"]
+
+
+# --- The population head (outlier exposure): fitted deterministically, names the mismatch, sealed in the metadata.
+
+def _clusters(seed: int, n: int = 400, dim: int = 24) -> dict[str, np.ndarray]:
+    """Features of four populations: pediatric chest X-rays near 0, each outside kind shifted along its own axes."""
+    rng = np.random.default_rng(seed)
+    shifts = {"pediatric_chest": (), "adult_chest": range(0, 4), "other_body_part": range(8, 12), "inverted": range(16, 20)}
+    out = {}
+    for name, axes in shifts.items():
+        features = rng.normal(0, 1, (n, dim))
+        features[:, list(axes)] += 4.0
+        out[name] = features
+    return out
+
+
+@pytest.fixture(scope="module")
+def population_gate():
+    fit, val = _clusters(1), _clusters(2)
+    outside = {k: v for k, v in fit.items() if k != "pediatric_chest"}
+    section = fit_ood(fit["pediatric_chest"], val["pediatric_chest"], components=8, outside=outside)
+    return section, OodDetector(json.loads(json.dumps(section)))
+
+
+def test_population_fit_is_deterministic(population_gate):
+    section, _ = population_gate
+    fit, val = _clusters(1), _clusters(2)
+    again = fit_ood(fit["pediatric_chest"], val["pediatric_chest"], components=8,
+                    outside={k: v for k, v in fit.items() if k != "pediatric_chest"})
+    assert again == section and len(section["sha256"]) == 64
+
+
+def test_population_head_names_the_kind_of_mismatch(population_gate):
+    _, detector = population_gate
+    fresh = _clusters(3, n=200)
+    accepted = np.mean([detector.check(f, GRAY).in_distribution for f in fresh["pediatric_chest"]])
+    assert accepted >= 0.97  # the thresholds sit at the 0.995 quantile of clean validation features, per detector
+    for kind in ("adult_chest", "other_body_part", "inverted"):
+        verdicts = [detector.check(f, GRAY) for f in fresh[kind]]
+        assert np.mean([v.reason == kind for v in verdicts]) >= 0.95, kind
+    adult = detector.check(fresh["adult_chest"][0], GRAY)
+    assert "adult chest X-ray" in adult.summary and "children aged 1–5" in adult.message
+    assert adult.to_dict()["reason"] == "adult_chest" and adult.outside > 1
+
+
+def test_a_binary_population_head_works_like_the_multinomial_one():
+    fit, val = _clusters(1), _clusters(2)
+    section = fit_ood(fit["pediatric_chest"], val["pediatric_chest"], components=8, outside={"adult_chest": fit["adult_chest"]})
+    detector = OodDetector(section)
+    assert section["population"]["classes"] == ["pediatric_chest", "adult_chest"]
+    assert np.mean([detector.check(f, GRAY).reason == "adult_chest" for f in _clusters(3)["adult_chest"]]) >= 0.95
+
+
+def test_unknown_population_class_is_refused():
+    fit = _clusters(1)
+    with pytest.raises(ValueError, match="unknown population classes"):
+        fit_ood(fit["pediatric_chest"], fit["pediatric_chest"], components=8, outside={"toddlers": fit["adult_chest"]})
+
+
+def test_a_tampered_gate_is_refused_at_load(tiny_model, tmp_path):
+    import shutil
+
+    from model.artifact import ArtifactError, read_verified_metadata
+
+    for suffix in (".keras", ".json", ".tflite"):
+        shutil.copy(tiny_model.with_suffix(suffix), tmp_path / tiny_model.with_suffix(suffix).name)
+    copy = tmp_path / tiny_model.name
+    meta = json.loads(copy.with_suffix(".json").read_text())
+    assert read_verified_metadata(copy).ood["sha256"] == meta["ood"]["sha256"]  # sealed when fitted
+    meta["ood"]["threshold"] *= 10  # loosen the gate by hand
+    copy.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="ood gate checksum mismatch"):
+        read_verified_metadata(copy)

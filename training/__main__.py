@@ -1,5 +1,5 @@
-"""``python -m training COMMAND``: train, search, select, evaluate, agreement, ood-report, split-probe, card, refit,
-export; see ``--help`` of each. The commands are one table (:data:`COMMANDS`), in the order of a training run."""
+"""``python -m training COMMAND``: train, search, select, evaluate, agreement, ood-report, population-report,
+split-probe, card, refit, export; see ``--help`` of each. The commands are one table (:data:`COMMANDS`), in the order of a training run."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def _refit_parser(sub):
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
     p.add_argument("--outside", help="folder of counter-examples for the population gate (see training/outside.py)")
+    p.add_argument("--version", help="model_version to stamp (the network is unchanged; its settings are not)")
 
 
 def _export_parser(sub):
@@ -84,6 +85,15 @@ def _ood_report_parser(sub):
     p.add_argument("--out", required=True, help="path of the JSON report")
 
 
+def _population_report_parser(sub):
+    p = sub.add_parser("population-report", help="measure the population gate: leave-one-source-out flag and "
+                                                 "silent-wrong rates, and the shipped gate per kind of image")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
+    p.add_argument("--outside", required=True, help="folder of counter-examples (see training/outside.py)")
+    p.add_argument("--out", required=True, help="path of the JSON report")
+
+
 def _card_parser(sub):
     p = sub.add_parser("card", help="render model/MODEL_CARD.md from the metadata and evaluation JSONs")
     p.add_argument("--model", required=True)
@@ -98,6 +108,7 @@ def _card_parser(sub):
                    help="test evaluation JSON of a previously shipped model (repeatable)")
     p.add_argument("--selection-report", help="selection.json of 'python -m training select'")
     p.add_argument("--agreement-report", help="JSON of 'python -m training agreement'")
+    p.add_argument("--population-report", help="JSON of 'python -m training population-report'")
     p.add_argument("--out", default="model/MODEL_CARD.md")
 
 
@@ -130,7 +141,7 @@ def _run_search(args):
 def _run_refit(args):
     from training.train import refit
 
-    refit(args["model"], args["data"], args.get("outside"))
+    refit(args["model"], args["data"], args.get("outside"), args.get("version"))
 
 
 def _run_export(args):
@@ -155,6 +166,12 @@ def _run_agreement(args):
     from training.select import agreement
 
     agreement(**args)
+
+
+def _run_population_report(args):
+    from training.population import population_report
+
+    population_report(**args)
 
 
 def _run_ood_report(args):
@@ -185,6 +202,7 @@ COMMANDS = {
     "evaluate": (_evaluate_parser, _run_evaluate),
     "agreement": (_agreement_parser, _run_agreement),
     "ood-report": (_ood_report_parser, _run_ood_report),
+    "population-report": (_population_report_parser, _run_population_report),
     "split-probe": (_split_probe_parser, _run_split_probe),
     "card": (_card_parser, _run_card),
     "refit": (_refit_parser, _run_refit),

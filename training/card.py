@@ -135,7 +135,7 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
            baseline_report: str | None = None, validation_report: str | None = None,
            variant_reports: list[str] | None = None, split_probe_report: str | None = None,
            reference_reports: list[str] | None = None, selection_report: str | None = None,
-           agreement_report: str | None = None) -> str:
+           agreement_report: str | None = None, population_report: str | None = None) -> str:
     """The card, section by section; each optional report adds its section."""
     meta = read_verified_metadata(model_path)
     test = _read(test_report)
@@ -146,6 +146,8 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         lines += _selection_table(selection_report, agreement_report)
     if validation_report:
         lines += _validation(_read(validation_report))
+    if population_report:
+        lines += _population(meta, _read(population_report))
     if ood_report:
         lines += _ood(meta, _read(ood_report))
     if variant_reports:
@@ -277,6 +279,40 @@ def _ood(meta: ModelMetadata, o: dict) -> list[str]:
     lines += [f"| – {kind.replace('_', ' ')} | {v['n']} | {_pct(v['rejection_rate'])} |"
               for kind, v in o["non_xray"]["by_kind"].items()]
     return lines + [f"| official test X-rays (false rejections) | {o['xray']['n']} | {_pct(o['xray']['false_rejection_rate'])} |"]
+
+
+def _rate_cells(r: dict) -> str:
+    silent = _pct(r["silent_wrong"]) if "silent_wrong" in r else "–"
+    wrong = _pct(r["wrong_without_gate"]) if "wrong_without_gate" in r else "–"
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items(), key=lambda kv: -kv[1]))
+    return f"{r['n']} | {_pct(r['flagged'])} | {wrong} | {silent} | {reasons} |"
+
+
+def _population(meta: ModelMetadata, p: dict) -> list[str]:
+    """'Who this model is for, and what the gate refuses': leave-one-source-out and as-served figures."""
+    rule = p["rule"]
+    lines = ["", "## Who this model is for, and what the gate refuses",
+             "The model is for **frontal chest X-rays of children aged 1–5** like those of one hospital in Guangzhou. "
+             "Before any answer, a population gate checks the image: colour and blank-image checks; a population head "
+             f"({rule['method']}; classes {', '.join(rule['classes'])}; fitted on "
+             f"{', '.join(f'{v} {k}' for k, v in rule['counts'].items())} images, the adult and other-body-part ones "
+             "from the project's external set, the inverted ones made from training X-rays); and the feature "
+             "distance of the v1 gate. Thresholds: head, the "
+             f"{rule['population']}; distance, the {rule['distance']}. Each detector is set so that about 0.5 % of "
+             "the clean validation X-rays exceed it: never on stress renders, never on test. A flagged image gets its "
+             "reason in words and no probability unless the visitor asks.",
+             "", "### Leave one source out (the gate refitted without the source, then measured on it)",
+             f"Silent wrong = not flagged and labelled wrongly at the default threshold "
+             f"({p['default_threshold']:.3f}): adult normals called PNEUMONIA, adult pneumonias called NORMAL.", "",
+             "| held-out source: group | n | flagged | wrong without the gate | silent wrong | reasons given |",
+             "|---|---|---|---|---|---|"]
+    for source, r in p["leave_one_source_out"].items():
+        lines.append(f"| **{source}: all** | {_rate_cells(r['all'])}")
+        lines += [f"| {source}: {group} | {_rate_cells(g)}" for group, g in r["by_group"].items()]
+    lines += ["", "### The shipped gate, as served (decode, preprocessing, LiteRT, gate: the app's own path)",
+              "| images | n | flagged | wrong without the gate | silent wrong | reasons given |", "|---|---|---|---|---|---|"]
+    lines += [f"| {kind} | {_rate_cells(r)}" for kind, r in p["shipped_gate"].items()]
+    return lines
 
 
 def write_card(out: str, **kwargs) -> None:

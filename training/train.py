@@ -273,7 +273,7 @@ def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
     }
 
 
-def refit(model_path: str | Path, data: str, outside: str | None = None) -> ModelMetadata:
+def refit(model_path: str | Path, data: str, outside: str | None = None, version: str | None = None) -> ModelMetadata:
     """Redo :func:`fit_on_validation` for an existing model on its own split; rewrite its metadata.
 
     The ``.keras`` file is untouched, so its checksum stays valid. Test metrics
@@ -288,7 +288,8 @@ def refit(model_path: str | Path, data: str, outside: str | None = None) -> Mode
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta.dataset["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
     counter = counter_examples(outside, meta.preprocessing) if outside else None
-    return refit_loaded(model_path, model, meta, (x_train, x_val, y_val), counter)
+    return refit_loaded(model_path, model, meta.replace(model_version=version or meta.model_version),
+                        (x_train, x_val, y_val), counter)
 
 
 def refit_loaded(model_path: str | Path, model, meta: ModelMetadata, arrays, outside: dict | None = None) -> ModelMetadata:
