@@ -122,7 +122,8 @@ def _decode_with_pillow(data: bytes) -> tuple[np.ndarray, float]:
     except ImageInputError:
         raise
     except UnidentifiedImageError:
-        raise ImageInputError("This file is not an image format we can read (use JPEG, PNG or DICOM).") from None
+        raise ImageInputError("This file is not an image we can read: whatever its name says, its contents are not "
+                              "a JPEG, PNG, DICOM, TIFF, BMP, GIF or WebP image.") from None
     except Image.DecompressionBombError:
         raise ImageInputError("The image declares implausibly large dimensions; refusing to decode it.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -186,3 +187,24 @@ def _colorfulness(image: Image.Image) -> float:
     small.thumbnail((128, 128))
     rgb = np.asarray(small.convert("RGB"), dtype=np.int16)
     return float((rgb.max(axis=2) - rgb.min(axis=2)).mean() / 255.0)
+
+
+def colour_preview(data: bytes, max_side: int) -> np.ndarray | None:
+    """uint8 RGB copy of a colour upload, at most ``max_side`` a side, for showing what was uploaded; None for a
+    file that is not a colour image Pillow can read (DICOM, grey, unreadable). Bounded like :func:`prepare`."""
+    if not data or len(data) > MAX_FILE_BYTES or _looks_like_dicom(data):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_pixel_count(image.size)
+            image.draft("RGB", (max_side, max_side))
+            _check_decoded_bytes(image)
+            if image.mode in ("L", "I", "I;16", "F", "1"):
+                return None
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((max_side, max_side))
+            return np.asarray(image)
+    except (ImageInputError, UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError):
+        return None

@@ -173,7 +173,7 @@ def test_png_and_dicom_uploads(app, sample_files):
 
 
 @pytest.mark.parametrize("name, data, message", [
-    ("notes.png", b"plain text, not an image", "not an image format"),
+    ("notes.png", b"plain text, not an image", "not an image we can read"),
     ("empty.jpeg", b"", "empty"),
     ("tiny.png", encode(Image.new("L", (4, 4))), "at least"),
 ])

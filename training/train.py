@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import ModelMetadata, history_path, litert_entry, litert_path, save_metadata
+from model.artifact import CLASS_NAMES, ModelMetadata, history_path, litert_entry, litert_path, save_metadata
 from model.backbones import build_classifier, network_layout, set_trainable_blocks
-from model.forward_pass import export_litert, run_in_batches
+from model.explain import fit_cam_scale
+from model.forward_pass import export_litert, keras_forward, run_in_batches
 from model.ood import fit_ood
 from model.predictor import calibrated_probability
 from model.preprocessing import PreprocessConfig
@@ -207,7 +208,7 @@ def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: Pre
     (uncompiled), its LiteRT export and the metadata that describes both."""
     x_train, x_val, y_val = arrays
     network = network_layout(config.backbone, config.input_size)
-    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val)
+    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, keras_forward(model, network))
     _save_clean(model, config, model_path)
     export_litert(model, network, litert_path(model_path))
     return save_metadata(model_path, {
@@ -223,16 +224,22 @@ def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: Pre
     })
 
 
-def fit_on_validation(forward, x_train, x_val, y_val) -> dict:
+def fit_on_validation(forward, x_train, x_val, y_val, cam_forward=None) -> dict:
     """Everything chosen after training, on data carved from train/ only: temperature, thresholds and
     operating points on the shift-stress rendering of the validation split (:mod:`training.stress`),
-    the OOD gate on clean training and validation features; metrics on both validation sets."""
+    the OOD gate on clean training and validation features; metrics on both validation sets; and, given
+    ``cam_forward`` (the full pass, :func:`model.forward_pass.keras_forward`), the heatmaps' fixed scale
+    on the clean validation images of each class (:func:`model.explain.fit_cam_scale`)."""
     val_logits, val_features = forward_all(forward, x_val)
     _, train_features = forward_all(forward, x_train)
     x_stress, y_stress = stress.stress_set(x_val, y_val)
     stress_logits, _ = forward_all(forward, x_stress)
-    return dict(calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress),
-                ood=fit_ood(train_features, val_features))
+    fitted = dict(calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress),
+                  ood=fit_ood(train_features, val_features))
+    if cam_forward is not None:
+        labels = np.asarray(y_val).ravel()
+        fitted["cam_scale"] = fit_cam_scale(cam_forward, {name: x_val[labels == index] for index, name in enumerate(CLASS_NAMES)})
+    return fitted
 
 
 def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
@@ -286,8 +293,9 @@ def refit(model_path: str | Path, data: str) -> ModelMetadata:
 def refit_loaded(model_path: str | Path, model, meta: ModelMetadata, arrays) -> ModelMetadata:
     """:func:`refit` on images already in memory (its own split's train and validation arrays)."""
     x_train, x_val, y_val = arrays
-    refitted = save_metadata(model_path, dict(meta.to_dict(), **fit_on_validation(scoring_forward(model), x_train, x_val, y_val)))
-    log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
+    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, keras_forward(model, meta.network))
+    refitted = save_metadata(model_path, dict(meta.to_dict(), **fitted))
+    log.info("refitted calibration, thresholds, OOD gate and heatmap scale of %s", model_path)
     return refitted
 
 
