@@ -253,18 +253,37 @@ def choose_ui(uploads: list[Upload], threshold: float) -> Upload:
 
 
 def batch_ui(uploads: list[Upload], threshold: float) -> None:
-    """Results table and CSV for several uploads: a readable subset of the columns on screen, all in the CSV."""
+    """Results table and CSV for several uploads: three short columns on screen (readable at 400 px), all in the CSV."""
     items = predictions_for(uploads)
     shown = {u.number for u in uploads if st.session_state.get(_show_key(u))}
     rows = results_rows(items, threshold, shown)
-    screen = [{"#": r["#"], "result": r["result"], "file": r["file"], "message": r["message"] or "-"} for r in rows]
-    st.dataframe(screen, hide_index=True, width="stretch", row_height=72, height=min(40 + 72 * len(rows), 760),
-                 column_config={"#": st.column_config.NumberColumn(width=40),
-                                "result": st.column_config.TextColumn(width=120),
-                                "file": st.column_config.TextColumn(width=150),
-                                "message": st.column_config.TextColumn(width=320)})
+    screen = [{"file": f"{row['#']}. {row['file']}", "result": row["result"], "note": _short_note(item, threshold)}
+              for row, item in zip(rows, items)]
+    lines = max(1, *(-(-len(r["note"]) // 20) for r in screen), *(-(-len(r["file"]) // 16) for r in screen))
+    row_height = min(24 + 20 * lines, 150)
+    st.dataframe(screen, hide_index=True, width="stretch", row_height=row_height,
+                 height=min(40 + row_height * len(rows), 760),
+                 column_config={"file": st.column_config.TextColumn(width=120),
+                                "result": st.column_config.TextColumn(width=100),
+                                "note": st.column_config.TextColumn(width=148)})
+    st.caption("The full message for each file is in the CSV, and beside the result when you show that file below.")
     st.download_button("Download results (CSV)", rows_to_csv(rows), file_name="pneumonia_results.csv",
                        mime="text/csv", on_click="ignore", key="csv")
+
+
+GATE_REASONS = {"colour": "in colour", "blank": "blank", "features": "unlike the training X-rays"}
+
+
+def _short_note(item: BatchItem, threshold: float) -> str:
+    """A few words on why a result is missing or needs care: the table's third column."""
+    if item.prediction is None:
+        return item.error or "could not be read"
+    ood = item.prediction.ood
+    if not ood.in_distribution:
+        return "flagged by the gate: " + ", ".join(GATE_REASONS.get(r, r) for r in ood.reasons)
+    notes = ["borderline call"] if item.prediction.borderline(threshold) else []
+    notes += ["near the gate's limit"] if ood.near_limit else []
+    return "; ".join(notes)
 
 
 def _show_key(upload: Upload) -> str:
@@ -411,7 +430,8 @@ def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSet
             st.markdown(
                 f"**The check.** {detail} Removed pixels are in-filled from their surroundings (ROAD's noisy linear "
                 "imputation), which itself moves the evidence a little; the comparison with random removal cancels "
-                "most of that. *Supports*: the fall clears the margin, and clears it again beyond random removal. "
+                "most of that. *Supports*: the fall clears the margin, clears it again beyond random removal, and is at "
+                "least as large as random removal's own effect either way. "
                 "*Does not support*: no fall, or no more than one spread beyond random removal. *Weak*: in between.\n\n"
                 f"**The colours.** {_scale_detail(metadata, settings)} Evidence is in log-odds: the logarithm of "
                 "P / (1 − P), where a change of 1 multiplies the odds by e ≈ 2.7.")

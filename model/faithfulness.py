@@ -16,14 +16,16 @@ The verdict has three steps (:attr:`FaithfulnessResult.verdict`), against a
 margin of twice the spread of the random removals (at least ``MIN_MARGIN``):
 
 - *supports*: removing the highlighted cells lowers the evidence by more than
-  the margin, AND by more than the margin beyond what random removal does;
+  the margin, by more than the margin beyond what random removal does, AND by
+  at least as much as random removal moves it either way;
 - *does not support*: the evidence does not fall, or falls no more than one
   spread beyond random removal (a random region would do as well);
 - *weak*: in between.
 
-Both conditions for *supports* matter: when the in-fill itself moves the
-evidence (random removal raises it, say), a small fall can still look large
-next to random removal; it must also be a real fall.
+All three conditions for *supports* matter: when the in-fill itself moves the
+evidence (random removal raises it by 1.5, say), a fall of 0.4 looks large next
+to random removal, but the comparison then says more about the in-fill than
+about the map; such a map is *weak*.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class FaithfulnessResult:
 
     @property
     def margin(self) -> float:
-        """Log-odds a fall must clear, twice and beyond random removal, for the map to support the output."""
+        """Log-odds a fall must clear, on its own and beyond random removal, for the map to support the output."""
         return max(MIN_MARGIN, SPREAD_MULTIPLE * self.random_spread)
 
     @property
@@ -81,7 +83,7 @@ class FaithfulnessResult:
     @property
     def verdict(self) -> str:
         """One of :data:`VERDICTS`; the rule is in the module's docstring."""
-        if self.cam_drop >= self.margin and self.beyond_random >= self.margin:
+        if self.cam_drop >= self.margin and self.beyond_random >= self.margin and self.cam_drop >= abs(self.random_drop):
             return "supports"
         if self.cam_drop <= 0 or self.beyond_random <= self.random_spread:
             return "does not support"
