@@ -527,17 +527,23 @@ PLOT_CAPTIONS = {
     "test_confusion": "On the test split, at the default threshold: the model's calls against the truth.",
     "test_reliability": "Calibration on the test split: when the model says 70 %, is it right about 70 % of the time?",
     "test_gradcam_samples": "Where Grad-CAM finds evidence for pneumonia on eight test X-rays (four normal, four "
-                            "pneumonia); red titles are wrong calls.",
+                            "pneumonia), on the model's fixed scale, so faint means little evidence; red titles are wrong calls.",
 }
 PLOT_ORDER = list(PLOT_CAPTIONS)
 
 
+NARROW_TABLES_CSS = ("<style>[data-testid=stMarkdownContainer] table {display: block; max-width: 100%; overflow-x: auto;}"
+                     "</style>")  # a wide table scrolls inside its own box on a phone instead of widening the page
+
+
 def model_card_tab(metadata: ModelMetadata) -> None:
+    st.html(NARROW_TABLES_CSS)
     st.info(plain_summary(metadata))
     plots = sorted(REPORTS_DIR.glob("*.png"), key=lambda p: (PLOT_ORDER.index(p.stem) if p.stem in PLOT_ORDER else 99,
                                                              p.stem)) if REPORTS_DIR.exists() else []
-    for plot in plots:
-        st.image(str(plot), caption=PLOT_CAPTIONS.get(plot.stem, plot.stem.replace("_", " ")), width=720)
+    for plot in plots:  # a readable size: about 700 px on a wide screen (a column), the full width on a phone
+        column, _ = st.columns([3, 2])
+        column.image(str(plot), caption=PLOT_CAPTIONS.get(plot.stem, plot.stem.replace("_", " ")), width="stretch")
     if MODEL_CARD.exists():
         with st.expander("The full technical model card", expanded=False):
             st.markdown(MODEL_CARD.read_text())
