@@ -536,14 +536,31 @@ NARROW_TABLES_CSS = ("<style>[data-testid=stMarkdownContainer] table {display: b
                      "</style>")  # a wide table scrolls inside its own box on a phone instead of widening the page
 
 
+@st.cache_data(show_spinner=False)
+def _aspect(path: Path) -> float:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.width / image.height
+
+
+def _caption(plot: Path) -> str:
+    return PLOT_CAPTIONS.get(plot.stem, plot.stem.replace("_", " "))
+
+
 def model_card_tab(metadata: ModelMetadata) -> None:
     st.html(NARROW_TABLES_CSS)
     st.info(plain_summary(metadata))
     plots = sorted(REPORTS_DIR.glob("*.png"), key=lambda p: (PLOT_ORDER.index(p.stem) if p.stem in PLOT_ORDER else 99,
                                                              p.stem)) if REPORTS_DIR.exists() else []
-    for plot in plots:  # a readable size: about 700 px on a wide screen (a column), the full width on a phone
+    wide = [p for p in plots if _aspect(p) > 1.3]
+    square = [p for p in plots if p not in wide]
+    for plot in wide:  # a readable size: about 700 px on a wide screen (a column), the full width on a phone
         column, _ = st.columns([3, 2])
-        column.image(str(plot), caption=PLOT_CAPTIONS.get(plot.stem, plot.stem.replace("_", " ")), width="stretch")
+        column.image(str(plot), caption=_caption(plot), width="stretch")
+    for start in range(0, len(square), 2):  # square plots two to a row (one under another on a phone)
+        for column, plot in zip(st.columns([2, 2, 1]), square[start:start + 2]):
+            column.image(str(plot), caption=_caption(plot), width="stretch")
     if MODEL_CARD.exists():
         with st.expander("The full technical model card", expanded=False):
             st.markdown(MODEL_CARD.read_text())
