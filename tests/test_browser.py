@@ -109,7 +109,7 @@ def test_upload_read_probability_move_threshold_screenshot(server, browser, samp
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
     probability = _probability(page)
     assert probability == pytest.approx(expected, abs=0.0006)
-    page.locator("strong", has_text="Faithfulness check").wait_for(timeout=90_000)
+    page.locator("strong", has_text="Does the map explain the output?").wait_for(timeout=90_000)
 
     slider = page.get_by_role("slider").first
     slider.focus()
@@ -138,7 +138,7 @@ def test_narrow_screen_keeps_controls_reachable_and_the_gallery_short(server, br
     assert page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight") < 1600  # the gallery is compact
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(sample_files[0]))
     _probability(page)
-    page.locator("strong", has_text="Faithfulness check").wait_for(timeout=90_000)
+    page.locator("strong", has_text="Does the map explain the output?").wait_for(timeout=90_000)
     assert page.locator('[data-testid="stSidebar"]').count() == 0
     for name in ("Call PNEUMONIA when the probability is at least", "Heatmap opacity"):
         control = page.get_by_role("slider", name=name)
