@@ -33,13 +33,15 @@ from app.server_config import (  # noqa: E402
     release_uploads,
 )
 from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E402
-from model.explain import CAM_METHODS, CamExplainer, color_bar, overlay_heatmap  # noqa: E402
-from model.ood import HEADLINE  # noqa: E402
+from model.explain import CAM_METHODS, CamExplainer, EvidenceMap, color_bar, overlay_heatmap  # noqa: E402
+from model.faithfulness import FaithfulnessResult  # noqa: E402
+from model.ood import HEADLINE, REASON_SHORT  # noqa: E402
 from model.operating_point import DEFAULT_PREVALENCE, PREVALENCE_REASON, operating_point  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
-from model.preprocessing import ImageInputError  # noqa: E402
+from model.preprocessing import ImageInputError, colour_preview  # noqa: E402
 from model.report import DISCLAIMER, ReportContent, plain_summary, render_report  # noqa: E402
 from model.service import (  # noqa: E402
+    DISPLAY_MAX_SIDE,
     BatchItem,
     ImageAnalysis,
     Prediction,
@@ -72,6 +74,7 @@ class Upload:
     name: str  # the user's file name: plain text only
     digest: str  # SHA-256 of the bytes: the cache key
     data: bytes
+    key: str = ""  # the uploader's id of this file (or the sample's name): which uploads are new
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class ExplainSettings:
     method: str
     opacity: float
     colormap: str
+    per_image: bool  # stretch each map to its own strongest spot instead of the model's fixed scale
 
 
 # ---------- cached resources and results (no st.* drawing calls in here) ----------
@@ -125,16 +129,17 @@ def sample_files() -> dict[str, bytes]:
 
 
 @st.cache_data(show_spinner=False)
-def sample_strip() -> np.ndarray:
-    """The gallery as one small image: six 120-px thumbnails side by side (light at any screen width)."""
+def sample_thumbnails() -> dict[str, np.ndarray]:
+    """The gallery: one small 110-px thumbnail per sample (light at any screen width)."""
     import cv2
 
-    thumbs = []
-    for data in sample_files().values():
-        gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-        thumbs.append(cv2.resize(gray, (120, 120), interpolation=cv2.INTER_AREA))
-    gap = np.full((120, 6), 255, np.uint8)
-    return np.hstack([x for thumb in thumbs for x in (thumb, gap)][:-1])
+    return {name: cv2.resize(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE), (110, 110),
+                             interpolation=cv2.INTER_AREA) for name, data in sample_files().items()}
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def colour_copy(digest: str, _data: bytes) -> np.ndarray | None:
+    return colour_preview(_data, DISPLAY_MAX_SIDE)
 
 
 def digest_of(file_id: str, data: bytes) -> str:
@@ -174,21 +179,32 @@ def input_ui() -> list[Upload]:
     if files:
         return _within_limits(files)
     st.session_state.pop("digests", None)
-    samples = sample_files()
-    with st.expander("No X-ray at hand? Try a sample from the official test set", expanded=st.session_state.get("sample") is None):
-        st.image(sample_strip(), width="stretch")
-        names = list(samples)
-        st.segmented_control("Sample", names, key="sample", format_func=lambda n: _sample_label(names, n),
-                             label_visibility="collapsed")
-    name = st.session_state.get("sample")
-    if name not in samples:
+    return sample_ui()
+
+
+def sample_ui() -> list[Upload]:
+    """The gallery: each thumbnail with its button under it; the chosen one stays marked."""
+    samples, thumbnails = sample_files(), sample_thumbnails()
+    chosen = st.session_state.get("sample")
+    st.markdown("**No X-ray at hand? Try a sample from the official test set**")
+    names = list(samples)
+    with st.container(horizontal=True, gap="small"):
+        for index, name in enumerate(names):
+            with st.container(width=120, gap="small", horizontal_alignment="center"):
+                st.image(thumbnails[name], width=110)
+                st.button(("✓ " if name == chosen else "") + _sample_label(names, name), key=f"sample_{index}",
+                          type="primary" if name == chosen else "secondary", width="stretch",
+                          on_click=lambda n=name: st.session_state.update(sample=n))
+    if flagged_samples():
+        st.caption("A sample marked with * is one the out-of-distribution gate flags: it shows what a refusal looks like.")
+    if chosen not in samples:
         return []
-    return [Upload(1, name, hashlib.sha256(samples[name]).hexdigest(), samples[name])]
+    return [Upload(1, chosen, hashlib.sha256(samples[chosen]).hexdigest(), samples[chosen], f"sample:{chosen}")]
 
 
 def _sample_label(names: list[str], name: str) -> str:
     kind = name.split("_", 1)[0]
-    flagged = " (flagged by the gate)" if name in flagged_samples() else ""
+    flagged = "*" if name in flagged_samples() else ""
     return f"{kind.capitalize()} {[n for n in names if n.startswith(kind)].index(name) + 1}{flagged}"
 
 
@@ -217,7 +233,7 @@ def _within_limits(files) -> list[Upload]:
             st.error(f"File {number} was not analysed: its name contains a null byte. Rename it and upload it again.")
             continue
         data = file.getvalue()
-        uploads.append(Upload(number, file.name, digest_of(file.file_id, data), data))
+        uploads.append(Upload(number, file.name, digest_of(file.file_id, data), data, file.file_id))
     live = {f.file_id for f in files}
     digests = st.session_state.get("digests", {})
     for file_id in [k for k in digests if k not in live]:
@@ -225,27 +241,109 @@ def _within_limits(files) -> list[Upload]:
     return uploads
 
 
-def threshold_ui(metadata: ModelMetadata) -> tuple[float, float]:
-    """(threshold, prevalence). Presets set the slider to exactly the model's stored thresholds."""
-    presets = metadata.thresholds.values()
+def follow_new_uploads(uploads: list[Upload]) -> None:
+    """The newest upload is the one shown: one new file is shown on its own; several new at once open the table."""
+    state = st.session_state
+    seen = state.get("seen_uploads", set())
+    new = [u for u in uploads if u.key not in seen]
+    state.seen_uploads = {u.key for u in uploads}
+    if new:
+        state.closer = new[0].key if len(new) > 1 else new[-1].key
+        state.show_table = len(new) > 1
+    if state.get("closer") not in {u.key for u in uploads}:
+        state.closer = uploads[-1].key
+
+
+def choose_ui(uploads: list[Upload], threshold: float) -> Upload:
+    """With several files: which one is shown, and (when asked or just uploaded together) the table of all."""
+    st.toggle(f"Show a table of all {len(uploads)} files", key="show_table")
+    if st.session_state.show_table:
+        batch_ui(uploads, threshold)
+    by_key = {u.key: u for u in uploads}
+    key = st.selectbox("Shown below", list(by_key), key="closer", format_func=lambda k: f"{by_key[k].number}. {by_key[k].name}")
+    return by_key[key]
+
+
+def batch_ui(uploads: list[Upload], threshold: float) -> None:
+    """Results table and CSV for several uploads: three short columns on screen (readable at 400 px), all in the CSV."""
+    items = predictions_for(uploads)
+    shown = {u.number for u in uploads if st.session_state.get(_show_key(u))}
+    rows = results_rows(items, threshold, shown)
+    screen = [{"file": f"{row['#']}. {row['file']}", "result": row["result"], "note": _short_note(item, threshold)}
+              for row, item in zip(rows, items)]
+    lines = max(1, *(-(-len(r["note"]) // 20) for r in screen), *(-(-len(r["file"]) // 16) for r in screen))
+    row_height = min(24 + 20 * lines, 150)
+    st.dataframe(screen, hide_index=True, width="stretch", row_height=row_height,
+                 height=min(40 + row_height * len(rows), 760),
+                 column_config={"file": st.column_config.TextColumn(width=120),
+                                "result": st.column_config.TextColumn(width=100),
+                                "note": st.column_config.TextColumn(width=148)})
+    st.caption("The full message for each file is in the CSV, and beside the result when you show that file below.")
+    st.download_button("Download results (CSV)", rows_to_csv(rows), file_name="pneumonia_results.csv",
+                       mime="text/csv", on_click="ignore", key="csv")
+
+
+def _short_note(item: BatchItem, threshold: float) -> str:
+    """A few words on why a result is missing or needs care: the table's third column."""
+    if item.prediction is None:
+        return item.error or "could not be read"
+    ood = item.prediction.ood
+    if not ood.in_distribution:
+        return "outside the model's scope: " + ", ".join(REASON_SHORT[r] for r in ood.reasons)
+    notes = ["borderline call"] if item.prediction.borderline(threshold) else []
+    notes += ["near the gate's limit"] if ood.near_limit else []
+    return "; ".join(notes)
+
+
+def _show_key(upload: Upload) -> str:
+    return f"show_anyway_{upload.number}_{upload.digest[:16]}"
+
+
+def threshold_ui(metadata: ModelMetadata, prevalence: float) -> None:
+    """Presets in threshold order, each with what it does on the official test split; then the slider."""
+    state = st.session_state
+    presets = sorted(metadata.thresholds.named.items(), key=lambda item: item[1].value)
+    st.markdown("**Decision threshold**")
+    held_out = operating_point(metadata, metadata.thresholds.default_value, prevalence)
+    st.caption("Presets, from most to fewest PNEUMONIA calls. Under each: on the "
+               + ("official test split (X-rays the model never saw)" if held_out.held_out else "validation split") +
+               ", the share of pneumonia X-rays it finds and of normal X-rays it clears.")
+    columns = st.columns(len(presets))
+    for column, (name, preset) in zip(columns, presets):
+        point = operating_point(metadata, preset.value, prevalence)
+        active = abs(float(state.threshold) - preset.value) < 5e-4
+        default = " (default)" if name == metadata.thresholds.default else ""
+        column.button(("✓ " if active else "") + f"{name.capitalize()}{default}", key=f"preset_{name}", width="stretch",
+                      type="primary" if active else "secondary",
+                      on_click=lambda v=preset.value: st.session_state.update(threshold=v))
+        column.caption(f"{preset.value:.3f}: finds {point.sensitivity:.0%}, clears {point.specificity:.0%}")
+    st.slider("Call PNEUMONIA when the probability is at least", 0.001, 0.999, key="threshold_slider",
+              step=0.001, format="%.3f", on_change=lambda: state.update(threshold=state.threshold_slider))
+    with st.expander("How is this computed?"):
+        st.markdown("How each preset was chosen (on the model's validation data, before any test image was seen):")
+        for name, preset in presets:
+            st.markdown(f"- {name.capitalize()} ({preset.value:.3f}): {preset.rule}.")
+
+
+def prevalence_ui() -> float:
+    state = st.session_state
+    st.number_input("How common is pneumonia among the children you X-ray? (%)", 1, 99, step=1, format="%d",
+                    key="prevalence_input", on_change=lambda: state.update(prevalence=state.prevalence_input),
+                    help="Used only for the two 'how often is it right' figures. It starts at 1 %: at 0 % there is "
+                         "no pneumonia to find, so a PNEUMONIA call could never be right and those figures mean nothing.")
+    st.caption(f"{DEFAULT_PREVALENCE:.0%} by default, an illustrative figure; set your own. 0 % is not allowed: with no "
+               "pneumonia at all, a PNEUMONIA call is never right.")
+    with st.expander("Why not the dataset's own share?"):
+        st.markdown(PREVALENCE_REASON)
+    return float(state.prevalence) / 100
+
+
+def settings_state(metadata: ModelMetadata) -> None:
+    """The threshold and prevalence live outside widget state, which Streamlit drops whenever a widget is not drawn."""
     state = st.session_state
     state.setdefault("threshold", metadata.thresholds.default_value)
-    state.setdefault("prevalence", DEFAULT_PREVALENCE * 100)
-    # The widgets mirror values kept outside widget state, which Streamlit drops whenever a widget is not drawn.
-    state.threshold_slider, state.prevalence_input = state.threshold, state.prevalence
-    with st.container(border=True):
-        st.markdown("**Decision threshold**")
-        columns = st.columns(len(presets))
-        for column, (name, value) in zip(columns, presets.items()):
-            column.button(f"{name.capitalize()}: {value:.3f}", key=f"preset_{name}", width="stretch",
-                          on_click=lambda v=value: st.session_state.update(threshold=v))
-        st.caption(" ".join(f"{name.capitalize()}: {metadata.thresholds.named[name].rule}." for name in presets))
-        st.slider("Call PNEUMONIA when the probability is at least", 0.001, 0.999, key="threshold_slider",
-                  step=0.001, format="%.3f", on_change=lambda: state.update(threshold=state.threshold_slider))
-        st.number_input("Prevalence of pneumonia where you work (for PPV/NPV), %", 1.0, 99.0, step=1.0,
-                        key="prevalence_input", on_change=lambda: state.update(prevalence=state.prevalence_input))
-        st.caption(PREVALENCE_REASON)
-    return float(state.threshold), float(state.prevalence) / 100
+    state.setdefault("prevalence", round(DEFAULT_PREVALENCE * 100))
+    state.threshold_slider, state.prevalence_input = state.threshold, int(round(state.prevalence))
 
 
 def current_threshold(metadata: ModelMetadata) -> float:
@@ -254,28 +352,32 @@ def current_threshold(metadata: ModelMetadata) -> float:
 
 def operating_ui(metadata: ModelMetadata, threshold: float, prevalence: float) -> None:
     point = operating_point(metadata, threshold, prevalence)
+    st.markdown("**What this threshold means**")
     st.caption(f"At threshold {threshold:.3f}, measured on the {point.source}:")
-    columns = st.columns(4)
-    columns[0].metric("Sensitivity", f"{point.sensitivity:.1%}", help="Share of pneumonia X-rays called PNEUMONIA")
-    columns[1].metric("Specificity", f"{point.specificity:.1%}", help="Share of normal X-rays called NORMAL")
-    columns[2].metric(f"PPV at {prevalence:.0%}", "n/a" if point.ppv is None else f"{point.ppv:.1%}",
-                      help="If it says PNEUMONIA, how often that is right at this prevalence")
-    columns[3].metric(f"NPV at {prevalence:.0%}", "n/a" if point.npv is None else f"{point.npv:.1%}",
-                      help="If it says NORMAL, how often that is right at this prevalence")
+    top, bottom = st.columns(2), st.columns(2)
+    top[0].metric("Sensitivity", f"{point.sensitivity:.1%}", help="Share of pneumonia X-rays called PNEUMONIA")
+    top[1].metric("Specificity", f"{point.specificity:.1%}", help="Share of normal X-rays called NORMAL")
+    bottom[0].metric(f"PPV at {prevalence:.0%}", "n/a" if point.ppv is None else f"{point.ppv:.1%}",
+                     help="If it says PNEUMONIA, how often that is right at this prevalence")
+    bottom[1].metric(f"NPV at {prevalence:.0%}", "n/a" if point.npv is None else f"{point.npv:.1%}",
+                     help="If it says NORMAL, how often that is right at this prevalence")
 
 
-def result_ui(prediction: Prediction, threshold: float, unreliable: str | None) -> str:
+def result_ui(upload: Upload, prediction: Prediction, threshold: float, unreliable: str | None) -> str:
     label = prediction.label(threshold)
-    left, right = st.columns([1, 2])
-    left.metric("Pneumonia probability" + (" (unreliable)" if unreliable else ""), f"{prediction.probability:.1%}")
-    side = "at or above" if label == "PNEUMONIA" else "below"
-    statement = (f"**{label}** at threshold {threshold:.3f}: the calibrated probability "
-                 f"{prediction.probability:.3f} is {side} the threshold.")
-    if unreliable:
-        right.error(f"{unreliable} The call below is shown because you asked for it: do not rely on it.", icon="🚫")
-    (right.error if label == "PNEUMONIA" else right.success)(statement)
-    for note in prediction.cautions(threshold):
-        right.info(note, icon="⚖️")
+    with st.container(border=True):
+        st.text(f"File: {upload.name}")
+        left, right = st.columns([1, 3])
+        left.metric("Pneumonia probability" + (" (unreliable)" if unreliable else ""), f"{prediction.probability:.1%}")
+        side = "at or above" if label == "PNEUMONIA" else "below"
+        statement = (f"**{label}** at threshold {threshold:.3f}: the calibrated probability "
+                     f"{prediction.probability:.3f} is {side} the threshold.")
+        with right:
+            if unreliable:
+                st.error(f"{unreliable} The call below is shown because you asked for it: do not rely on it.", icon="🚫")
+            (st.error if label == "PNEUMONIA" else st.success)(statement)
+            for note in prediction.cautions(threshold):
+                st.info(note, icon="⚖️")
     return label
 
 
@@ -287,24 +389,77 @@ def explain_settings_ui() -> ExplainSettings:
                                   format_func=lambda m: CAM_METHODS[m].label + (" (slower)" if CAM_METHODS[m].slow else ""))
     opacity = columns[2].slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
     colormap = columns[3].selectbox("Colour map", COLORMAPS, key="colormap")
-    return ExplainSettings(target, method, opacity, colormap)
+    per_image = st.toggle("Per-image contrast", key="per_image",
+                          help="Stretch the map to this image's own strongest spot: the shape shows even when the "
+                               "evidence is weak, but a faint map then looks as bright as a strong one.")
+    return ExplainSettings(target, method, opacity, colormap, per_image)
 
 
-def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSettings):
+def map_note(evidence: EvidenceMap, settings: ExplainSettings, metadata: ModelMetadata) -> tuple[str, str]:
+    """(what the colour bar's right end means, a sentence on how strong the evidence is), in plain words."""
+    what = TARGETS[settings.target].lower()
+    scale = metadata.cam_scale
+    if not evidence.absolute:
+        return ("the strongest spot in this image, however weak",
+                "This model has no fitted heatmap scale, so each map is stretched to its own strongest spot: a faint "
+                "map looks as bright as a strong one.")
+    share = f"{evidence.peak:.0%} of full colour"
+    top = f"the top {100 - scale.percentile:.0f} %" if scale else "the strongest"
+    reference = (f"as strong as in {top} of the maps on the model's validation "
+                 f"{'pneumonia' if settings.target == 'PNEUMONIA' else 'normal'} X-rays")
+    if settings.per_image:
+        return ("the strongest spot in this image, however weak",
+                f"Per-image contrast is on: the map is stretched to its own strongest spot, which reaches {share} "
+                f"on the fixed scale (full colour: {reference}).")
+    if evidence.little_evidence:
+        return (reference, f"Little {what} anywhere in this image: its strongest spot reaches only {share}.")
+    return (reference, f"The strongest {what} reaches {share}; anything above full colour is shown as full colour.")
+
+
+def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSettings,
+                   metadata: ModelMetadata) -> tuple[np.ndarray, FaithfulnessResult, str]:
     with st.spinner(f"Computing {CAM_METHODS[settings.method].label}…"):
-        heatmap, check = explain(upload.digest, upload.data, settings.method, settings.target)
-    overlay = overlay_heatmap(analysis.display, heatmap, settings.colormap, settings.opacity)
+        evidence, check = explain(upload.digest, upload.data, settings.method, settings.target)
+    overlay = overlay_heatmap(analysis.display, evidence.heatmap(per_image=settings.per_image), settings.colormap,
+                              settings.opacity)
+    right_end, strength = map_note(evidence, settings, metadata)
+    what = TARGETS[settings.target].lower()
     left, middle, right = st.columns([2, 2, 3])
-    left.image(overlay, caption=f"{CAM_METHODS[settings.method].label}: {TARGETS[settings.target].lower()}", width="stretch")
+    left.image(overlay, caption=f"{CAM_METHODS[settings.method].label}: {what}", width="stretch")
     left.image(color_bar(settings.colormap), width="stretch")
-    left.caption(f"Colour scale: left, none; right, the strongest {TARGETS[settings.target].lower()} in this image "
-                 "(each map is scaled to its own maximum).")
-    middle.image(analysis.network_view, caption="What the network saw: squashed to 224×224, CLAHE, blur",
+    left.caption(f"Colour scale: left end, no {what}; right end, {right_end}.")
+    middle.image(analysis.network_view, caption="What the network saw: squashed to a square, contrast evened out",
                  width="stretch")
-    verdict, detail = check.describe(settings.target)
-    (right.success if check.faithful else right.warning)(f"**Faithfulness check.** {verdict}")
-    right.caption(f"{detail} Removed pixels are in-filled from their surroundings (ROAD's noisy linear imputation).")
-    return overlay
+    with right:
+        (st.info if evidence.little_evidence else st.markdown)(strength)
+        sentence, detail = check.describe(settings.target)
+        box = {"supports": st.success, "weak": st.warning, "does not support": st.error}[check.verdict]
+        box(f"**Does the map explain the output?** {sentence}")
+        with st.expander("How is this computed?"):
+            st.markdown(
+                f"**The check.** {detail} Removed pixels are in-filled from their surroundings (ROAD's noisy linear "
+                "imputation), which itself moves the evidence a little; the comparison with random removal cancels "
+                "most of that. *Supports*: the fall clears the margin, clears it again beyond random removal, and is at "
+                "least as large as random removal's own effect either way. "
+                "*Does not support*: no fall, or no more than one spread beyond random removal. *Weak*: in between.\n\n"
+                f"**The colours.** {_scale_detail(metadata, settings)} Evidence is in log-odds: the logarithm of "
+                "P / (1 − P), where a change of 1 multiplies the odds by e ≈ 2.7.")
+    return overlay, check, f"{strength} Colour bar: right end = {right_end}."
+
+
+def _scale_detail(metadata: ModelMetadata, settings: ExplainSettings) -> str:
+    scale = metadata.cam_scale
+    if scale is None or scale.value(settings.method, settings.target) is None:
+        return "This model has no fitted scale for this map, so it is stretched to its own strongest spot."
+    images = scale.images.get(settings.target, {}).get(settings.method, 0)
+    text = (f"Full colour is {scale.value(settings.method, settings.target):.4g} in the method's own units: the "
+            f"{scale.percentile:.0f}th percentile of the strongest spot of each map over {images} validation "
+            f"{settings.target.lower()} X-rays, fitted with the model.")
+    if settings.method == "scorecam":
+        text += (" Score-CAM weighs each region by the probability the network gives the image masked to that region "
+                 "alone; on this model that is high on normal X-rays too, so its maps can look strong on a normal "
+                 "film. Judge them by the check.")
+    return text
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -323,22 +478,6 @@ def report_ui(upload: Upload, content: ReportContent, key: tuple) -> None:
                                on_click="ignore", key=f"{fmt}_{upload.number}_{upload.digest[:12]}")
 
 
-def batch_ui(uploads: list[Upload], threshold: float) -> Upload | None:
-    """Results table and CSV for several uploads; returns the upload chosen for a closer look."""
-    items = predictions_for(uploads)
-    shown = {u.number for u in uploads if st.session_state.get(_show_key(u))}
-    rows = results_rows(items, threshold, shown)
-    st.dataframe(rows, hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 720),
-                 column_config={"#": st.column_config.NumberColumn(width="small"),
-                                "message": st.column_config.TextColumn(width="large")})
-    st.download_button("Download results (CSV)", rows_to_csv(rows), file_name="pneumonia_results.csv",
-                       mime="text/csv", on_click="ignore", key="csv")
-    readable = [u for u, item in zip(uploads, items) if item.prediction is not None]
-    if not readable:
-        return None
-    return st.selectbox("Look closer at", readable, key="closer", format_func=lambda u: f"{u.number}. {u.name}")
-
-
 _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|~<>$:&"})
 
 
@@ -347,43 +486,50 @@ def plain(text: str) -> str:
     return text.translate(_MARKDOWN_SPECIAL)
 
 
-def _show_key(upload: Upload) -> str:
-    return f"show_anyway_{upload.number}_{upload.digest[:16]}"
-
-
-def ood_ui(upload: Upload, prediction: Prediction) -> bool:
+def ood_ui(upload: Upload, analysis: ImageAnalysis) -> bool:
     """Explain why the image is flagged; True when the user still wants the (unreliable) output for THIS file."""
-    st.warning(f"**{HEADLINE}.** The gate flagged this image: {prediction.ood.message}. The pneumonia probability is "
-               "withheld: on such an image it would not mean much.", icon="🚫")
-    return st.checkbox("Show the model's output anyway (unreliable)", key=_show_key(upload))
+    prediction = analysis.prediction
+    with st.container(border=True):
+        st.text(f"File: {upload.name}")
+        st.warning(f"**{HEADLINE}.** The gate flagged this image: {prediction.ood.message}. The pneumonia probability "
+                   "is withheld: on such an image it would not mean much.", icon="🚫")
+        shown = st.checkbox("Show the model's output anyway (unreliable)", key=_show_key(upload))
+    if not shown:
+        colour = colour_copy(upload.digest, upload.data) if "colour" in prediction.ood.reasons else None
+        st.image(analysis.display if colour is None else colour,
+                 caption="Uploaded image" + (" (in colour, as uploaded)" if colour is not None else ""), width=360)
+    return shown
 
 
 def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
-    st.text(f"File: {upload.name}")
     analysis, error = analyze(upload.digest, upload.data)
     if error:
-        st.error(plain(error))
+        with st.container(border=True):
+            st.text(f"File: {upload.name}")
+            st.error(plain(error))
         return
     prediction = analysis.prediction
     unreliable = None if prediction.ood.in_distribution else reliability_note(prediction.ood)
-    if unreliable and not ood_ui(upload, prediction):
-        st.image(analysis.display, caption="Uploaded image", width=360)
+    if unreliable and not ood_ui(upload, analysis):
         return
+    settings_state(metadata)
     threshold = current_threshold(metadata)
-    left, right = st.columns([3, 2])
-    with left:
-        label = result_ui(prediction, threshold, unreliable)
+    label = result_ui(upload, prediction, threshold, unreliable)
+    left, right = st.columns([3, 2], gap="large")
     with right:
-        threshold, prevalence = threshold_ui(metadata)
-    operating_ui(metadata, threshold, prevalence)
-    st.subheader("Explanation")
+        prevalence = prevalence_ui()
+    with left:
+        threshold_ui(metadata, prevalence)
+    with right:
+        operating_ui(metadata, threshold, prevalence)
+    st.subheader("Where is the evidence?")
     settings = explain_settings_ui()
-    overlay = explanation_ui(upload, analysis, settings)
+    overlay, check, note = explanation_ui(upload, analysis, settings, metadata)
     gate = "accepted" if prediction.ood.in_distribution else f"flagged: {prediction.ood.message}"
     content = ReportContent(upload.name, analysis.display, overlay, f"{CAM_METHODS[settings.method].label} "
                             f"({TARGETS[settings.target].lower()})", prediction.probability, label,
                             operating_point(metadata, threshold, prevalence), metadata, gate, unreliable,
-                            tuple(prediction.cautions(threshold)))
+                            tuple(prediction.cautions(threshold)), check, settings.target, note)
     report_ui(upload, content, (upload.number, upload.name, upload.digest, threshold, prevalence, settings, unreliable,
                                 int(time.time() // 60)))
 
@@ -393,22 +539,57 @@ def analyse_tab(metadata: ModelMetadata) -> None:
     if not uploads:
         st.info("Upload one or more chest X-rays, or pick a sample above.")
         return
-    if len(uploads) > 1:
-        chosen = batch_ui(uploads, current_threshold(metadata))
-        if chosen is None:
-            return
-        uploads = [chosen]
-    single_image_ui(uploads[0], metadata)
+    follow_new_uploads(uploads)
+    shown = choose_ui(uploads, current_threshold(metadata)) if len(uploads) > 1 else uploads[0]
+    single_image_ui(shown, metadata)
+
+
+PLOT_CAPTIONS = {
+    "training_history": "How training went: the loss (lower is better) and the ROC AUC (higher is better) after each "
+                        "pass over the training images, on the training images and on the held-back validation ones.",
+    "test_roc": "How well the model ranks pneumonia above normal on the official test split, at every threshold.",
+    "test_pr": "On the test split: how many PNEUMONIA calls are right (precision) against how many pneumonia cases "
+               "are found (recall), at every threshold.",
+    "test_confusion": "On the test split, at the default threshold: the model's calls against the truth.",
+    "test_reliability": "Calibration on the test split: when the model says 70 %, is it right about 70 % of the time?",
+    "test_gradcam_samples": "Where Grad-CAM finds evidence for pneumonia on eight test X-rays (four normal, four "
+                            "pneumonia), on the model's fixed scale, so faint means little evidence; red titles are wrong calls.",
+}
+PLOT_ORDER = list(PLOT_CAPTIONS)
+
+
+NARROW_TABLES_CSS = ("<style>[data-testid=stMarkdownContainer] table {display: block; max-width: 100%; overflow-x: auto;}"
+                     "</style>")  # a wide table scrolls inside its own box on a phone instead of widening the page
+
+
+@st.cache_data(show_spinner=False)
+def _aspect(path: Path) -> float:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.width / image.height
+
+
+def _caption(plot: Path) -> str:
+    return PLOT_CAPTIONS.get(plot.stem, plot.stem.replace("_", " "))
 
 
 def model_card_tab(metadata: ModelMetadata) -> None:
+    st.html(NARROW_TABLES_CSS)
     st.info(plain_summary(metadata))
+    plots = sorted(REPORTS_DIR.glob("*.png"), key=lambda p: (PLOT_ORDER.index(p.stem) if p.stem in PLOT_ORDER else 99,
+                                                             p.stem)) if REPORTS_DIR.exists() else []
+    wide = [p for p in plots if _aspect(p) > 1.3]
+    square = [p for p in plots if p not in wide]
+    for plot in wide:  # a readable size: about 700 px on a wide screen (a column), the full width on a phone
+        column, _ = st.columns([3, 2])
+        column.image(str(plot), caption=_caption(plot), width="stretch")
+    for start in range(0, len(square), 2):  # square plots two to a row (one under another on a phone)
+        for column, plot in zip(st.columns([2, 2, 1]), square[start:start + 2]):
+            column.image(str(plot), caption=_caption(plot), width="stretch")
     if MODEL_CARD.exists():
         with st.expander("The full technical model card", expanded=False):
             st.markdown(MODEL_CARD.read_text())
-    plots = sorted(REPORTS_DIR.glob("*.png")) if REPORTS_DIR.exists() else []
-    for plot in plots:
-        st.image(str(plot), caption=plot.stem.replace("_", " "), width="stretch")
     st.caption(f"Model file SHA-256 {metadata.sha256}")
 
 

@@ -51,7 +51,7 @@ REQUIRED_FIELDS = {
     "sha256": str,
 }
 OPTIONAL_FIELDS = {"model_version": str, "runtime": dict, "ood": dict, "stress": dict, "selected_as": str,
-                   "validation_prevalence": float}
+                   "validation_prevalence": float, "cam_scale": dict}
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,24 @@ class LiteRtFile:
 
 
 @dataclass(frozen=True)
+class CamScale:
+    """The fixed full scale of each CAM method's map, fitted with the model (:func:`model.explain.fit_cam_scale`).
+
+    A map is shown as its raw values divided by the reference of its method and target class, so a weak map
+    looks weak: the reference is a high percentile of the maps' peaks over the validation images of that class.
+    """
+
+    reference: Mapping[str, Mapping[str, float]]  # target class -> CAM method -> raw map value shown as full colour
+    percentile: float  # which percentile of the peaks the reference is
+    images: Mapping[str, Mapping[str, int]]  # target class -> CAM method -> validation images of that class used
+
+    def value(self, method: str, target: str) -> float | None:
+        """The reference for one method and target class; None when it was not fitted (or is not positive)."""
+        value = self.reference.get(target, {}).get(method)
+        return float(value) if value is not None and value > 0 else None
+
+
+@dataclass(frozen=True)
 class NetworkLayout:
     """What the forward pass (:mod:`model.forward_pass`) needs to know about a network."""
 
@@ -161,6 +179,7 @@ class ModelMetadata:
     stress: Mapping | None = None  # the stress validation the thresholds were fitted on
     selected_as: str | None = None
     validation_prevalence: float | None = None
+    cam_scale: CamScale | None = None  # absent in metadata written before it existed: maps then scale per image
     class_names: tuple[str, ...] = CLASS_NAMES
     schema_version: int = SCHEMA_VERSION
 
@@ -179,6 +198,7 @@ class ModelMetadata:
             operating_points=tuple(ValidationPoint(**p) for p in data["operating_points"]),
             metrics=Metrics(**data["metrics"]),
             runtime=LiteRtFile(**data["runtime"]) if data.get("runtime") else None,
+            cam_scale=CamScale(**data["cam_scale"]) if data.get("cam_scale") else None,
         ))
 
     def to_dict(self) -> dict:
@@ -191,6 +211,7 @@ class ModelMetadata:
             operating_points=[dataclasses.asdict(p) for p in self.operating_points],
             metrics=self.metrics.to_dict(),
             runtime=dataclasses.asdict(self.runtime) if self.runtime else None,
+            cam_scale=_cam_scale_dict(self.cam_scale) if self.cam_scale else None,
         )
         return _drop_none(out)
 
@@ -200,6 +221,11 @@ class ModelMetadata:
 
     def replace(self, **changes) -> ModelMetadata:
         return dataclasses.replace(self, **changes)
+
+
+def _cam_scale_dict(scale: CamScale) -> dict:
+    return {"reference": {t: dict(m) for t, m in scale.reference.items()}, "percentile": scale.percentile,
+            "images": {t: dict(m) for t, m in scale.images.items()}}
 
 
 def _drop_none(mapping: dict) -> dict:
@@ -281,6 +307,8 @@ def _value_problems(meta: Mapping) -> list[str]:
     runtime = meta.get("runtime")
     if runtime is not None and not all(isinstance(runtime.get(k), str) for k in ("file", "sha256")):
         problems.append("runtime must name the LiteRT file and its sha256")
+    if meta.get("cam_scale") is not None:
+        problems += _cam_scale_problems(meta["cam_scale"])
     sections = {"preprocessing": PreprocessConfig, "calibration": Calibration, "runtime": LiteRtFile, "metrics": Metrics}
     for key, kind in sections.items():
         if key in meta and not set(meta[key]) <= {f.name for f in dataclasses.fields(kind)}:
@@ -289,6 +317,18 @@ def _value_problems(meta: Mapping) -> list[str]:
     if any(not set(entry) <= threshold_keys for name, entry in meta["thresholds"].items() if name != "default"):
         problems.append("field 'thresholds' has unknown entries")
     return problems
+
+
+def _cam_scale_problems(scale: Mapping) -> list[str]:
+    if set(scale) != {f.name for f in dataclasses.fields(CamScale)}:
+        return ["cam_scale must have exactly: reference, percentile, images"]
+    reference = scale["reference"]
+    if not isinstance(reference, dict) or not all(
+            target in CLASS_NAMES and isinstance(methods, dict)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in methods.values())
+            for target, methods in reference.items()):
+        return ["cam_scale.reference must map class names to a positive number per CAM method"]
+    return []
 
 
 def save_metadata(model_path: str | os.PathLike, meta: ModelMetadata | Mapping) -> ModelMetadata:
@@ -305,7 +345,8 @@ def save_metadata(model_path: str | os.PathLike, meta: ModelMetadata | Mapping) 
 def _jsonable(meta: Mapping) -> dict:
     """A metadata mapping whose typed parts (thresholds, runtime entry, preprocessing) are plain JSON."""
     converters = {PreprocessConfig: PreprocessConfig.to_dict, LiteRtFile: dataclasses.asdict, NetworkLayout: dataclasses.asdict,
-                  Calibration: dataclasses.asdict, Thresholds: Thresholds.to_dict, Metrics: Metrics.to_dict}
+                  Calibration: dataclasses.asdict, Thresholds: Thresholds.to_dict, Metrics: Metrics.to_dict,
+                  CamScale: _cam_scale_dict}
     return {k: converters[type(v)](v) if type(v) in converters else v for k, v in meta.items()}
 
 

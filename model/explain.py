@@ -17,11 +17,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from model.artifact import CLASS_NAMES
+from model.artifact import CLASS_NAMES, CamScale
 from model.forward_pass import ForwardPass, run_in_batches
 from model.predictor import sigmoid, target_sign
 
 SCORECAM_CHANNELS = 32  # the most active channels used as Score-CAM masks
+CAM_SCALE_PERCENTILE = 95.0  # full colour = this percentile of the map peaks over the validation images of a class
+LITTLE_EVIDENCE = 0.25  # a map whose strongest spot stays below this share of full scale shows little evidence anywhere
 
 
 @dataclass(frozen=True)
@@ -125,15 +127,91 @@ class CamExplainer:
                            lambda masked: self.target_probability(masked, sign))
         return np.maximum((activations * cam.weights(inputs)).sum(axis=-1), 0.0).astype(np.float32)
 
+    def evidence(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],
+                 computed: ForwardPass | None = None, reference: float | None = None,
+                 output_size: tuple[int, int] | None = None) -> EvidenceMap:
+        """The map upsampled to ``output_size`` (H, W) or the input size, in the method's own units, with the
+        full scale (``reference``, from :class:`model.artifact.CamScale`) it is to be shown against."""
+        cam = self.raw_cam(image, method, target, computed)
+        height, width = output_size or image.shape[:2]
+        return EvidenceMap(np.maximum(cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR), 0.0), reference)
+
     def explain(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],
                 output_size: tuple[int, int] | None = None, computed: ForwardPass | None = None) -> np.ndarray:
-        """Heatmap in [0, 1], float32, of shape ``output_size`` (H, W) or the input size.
+        """Heatmap in [0, 1], float32, of shape ``output_size`` (H, W) or the input size, scaled to its own range.
 
         ``image`` is one preprocessed (S, S, 3) array; ``target`` is the class to explain.
         """
-        cam = self.raw_cam(image, method, target, computed)
-        height, width = output_size or image.shape[:2]
-        return _normalise(cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR))
+        return self.evidence(image, method, target, computed, output_size=output_size).heatmap(per_image=True)
+
+
+@dataclass(frozen=True)
+class EvidenceMap:
+    """One class activation map and the fixed full scale it is shown against.
+
+    On the absolute scale a map is its raw values over ``reference`` (the model's fitted full scale for this
+    method and class), clipped to [0, 1]: weak evidence looks weak, and the colours of two images compare.
+    Per image, a map is stretched to its own range: the shape is visible, the strength is not.
+    """
+
+    cam: np.ndarray  # (H, W) float32 >= 0, in the method's own units
+    reference: float | None  # full scale; None when the model has none fitted (older metadata)
+
+    @property
+    def absolute(self) -> bool:
+        return self.reference is not None
+
+    @property
+    def peak(self) -> float | None:
+        """The strongest spot as a share of full scale (may exceed 1); None without a reference."""
+        return float(self.cam.max()) / self.reference if self.absolute else None
+
+    @property
+    def little_evidence(self) -> bool:
+        """On the absolute scale, the strongest spot stays below :data:`LITTLE_EVIDENCE` of full scale."""
+        return self.absolute and self.peak < LITTLE_EVIDENCE
+
+    def heatmap(self, per_image: bool = False) -> np.ndarray:
+        """float32 in [0, 1]: on the absolute scale, or stretched to the map's own range when ``per_image``
+        (or when there is no reference)."""
+        if per_image or not self.absolute:
+            return _normalise(self.cam).astype(np.float32)
+        return np.clip(self.cam / self.reference, 0.0, 1.0).astype(np.float32)
+
+
+def _one_image(computed: ForwardPass, index: int) -> ForwardPass:
+    return ForwardPass(*(getattr(computed, f)[index:index + 1] for f in ForwardPass.__dataclass_fields__))
+
+
+def fit_cam_scale(forward, images_by_class: dict[str, np.ndarray], percentile: float = CAM_SCALE_PERCENTILE,
+                  max_images: int = 256, slow_images: int = 24, batch_size: int = 16, seed: int = 0) -> CamScale:
+    """The full scale of every CAM method, for each class: ``percentile`` of the map peaks over that class's images.
+
+    ``forward``: images -> :class:`ForwardPass` (activations and gradients included), either engine.
+    ``images_by_class``: class name -> preprocessed validation images (N, S, S, 1 or 3) of that class, explained
+    for that class. At most ``max_images`` of each (a fixed random subset), and ``slow_images`` for methods that
+    run extra passes (Score-CAM: 32 per image). A method whose peaks are all zero gets no reference.
+    """
+    explainer = CamExplainer(forward)
+    reference, used = {}, {}
+    for target, images in images_by_class.items():
+        images = np.asarray(images, np.float32)
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        chosen = np.random.default_rng(seed).permutation(len(images))[:max_images]
+        peaks = {name: [] for name in CAM_METHODS}
+        for start in range(0, len(chosen), batch_size):
+            batch = images[chosen[start:start + batch_size]]
+            computed = forward(batch)
+            for i, image in enumerate(batch):
+                for name, method in CAM_METHODS.items():
+                    if not method.slow or start + i < slow_images:
+                        cam = explainer.evidence(image, name, target, _one_image(computed, i)).cam
+                        peaks[name].append(float(cam.max()))
+        values = {name: float(np.percentile(p, percentile)) for name, p in peaks.items() if p}
+        reference[target] = {name: value for name, value in values.items() if value > 0}
+        used[target] = {name: len(peaks[name]) for name in reference[target]}
+    return CamScale(reference, float(percentile), used)
 
 
 def color_bar(colormap: str = "jet", width: int = 256, height: int = 14) -> np.ndarray:

@@ -7,11 +7,25 @@ imputation (Rong et al., ICML 2022): each is the weighted mean of its eight
 neighbours, solved as one sparse linear system, plus a little noise. Unlike a
 blur or a constant it leaves no sharp edge or flat patch for the network to
 react to, so random removal moves the evidence less and the comparison
-measures the removed information rather than the artefact. A faithful heatmap makes the
-evidence drop much more than random removal does. Evidence is measured in
+measures the removed information rather than the artefact. Evidence is measured in
 log-odds, not probability: a confident prediction (p = 0.999) barely moves in
 probability even when its evidence halves. All variants go through the model
 as ONE batch.
+
+The verdict has three steps (:attr:`FaithfulnessResult.verdict`), against a
+margin of twice the spread of the random removals (at least ``MIN_MARGIN``):
+
+- *supports*: removing the highlighted cells lowers the evidence by more than
+  the margin, by more than the margin beyond what random removal does, AND by
+  at least as much as random removal moves it either way;
+- *does not support*: the evidence does not fall, or falls no more than one
+  spread beyond random removal (a random region would do as well);
+- *weak*: in between.
+
+All three conditions for *supports* matter: when the in-fill itself moves the
+evidence (random removal raises it by 1.5, say), a fall of 0.4 looks large next
+to random removal, but the comparison then says more about the in-fill than
+about the map; such a map is *weak*.
 """
 
 from __future__ import annotations
@@ -26,7 +40,9 @@ from scipy.sparse.linalg import spsolve
 from model.predictor import sigmoid
 
 CELL = 16  # pixels per side of the removal grid
-MIN_MARGIN = 0.25  # log-odds: smaller differences from random removal are not called faithful
+MIN_MARGIN = 0.25  # log-odds: the smallest margin a map must clear to be said to support the output
+SPREAD_MULTIPLE = 2.0  # the margin is this many standard deviations of the random removals (at least MIN_MARGIN)
+VERDICTS = ("supports", "weak", "does not support")
 IMPUTATION_NOISE = 0.01  # standard deviation added to imputed pixels (images in [0, 1]), as in ROAD
 # (row offset, column offset, weight): direct neighbours count twice as much as diagonal ones (ROAD)
 _NEIGHBOURS = ((-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
@@ -55,29 +71,60 @@ class FaithfulnessResult:
         return self.original - self.random_removed
 
     @property
+    def margin(self) -> float:
+        """Log-odds a fall must clear, on its own and beyond random removal, for the map to support the output."""
+        return max(MIN_MARGIN, SPREAD_MULTIPLE * self.random_spread)
+
+    @property
+    def beyond_random(self) -> float:
+        """How much more the evidence falls when the highlighted cells go than when random cells go."""
+        return self.cam_drop - self.random_drop
+
+    @property
+    def verdict(self) -> str:
+        """One of :data:`VERDICTS`; the rule is in the module's docstring."""
+        if self.cam_drop >= self.margin and self.beyond_random >= self.margin and self.cam_drop >= abs(self.random_drop):
+            return "supports"
+        if self.cam_drop <= 0 or self.beyond_random <= self.random_spread:
+            return "does not support"
+        return "weak"
+
+    @property
     def faithful(self) -> bool:
-        """The highlighted region matters more than a random one (by a margin beyond the random spread)."""
-        return self.cam_drop > 0 and self.cam_drop > self.random_drop + max(MIN_MARGIN, self.random_spread)
+        """The map supports the output (the top step of :attr:`verdict`)."""
+        return self.verdict == "supports"
 
     def describe(self, target: str) -> tuple[str, str]:
-        """(verdict, detail) in words, for one target class; "fall" is always original minus after removal."""
+        """(one plain sentence, the numbers) for one target class; "fall" is always original minus after removal."""
         def change(value):
             return f"falls by {value:.2f}" if value >= 0 else f"rises by {-value:.2f}"
 
-        p = self.probability
-        detail = (f"Evidence for {target} (log-odds): {self.original:+.2f} on the image (P = {p(self.original):.3f}). "
-                  f"Removing the {self.fraction:.0%} of the image the map ranks highest, it {change(self.cam_drop)} "
+        p, what, area = self.probability, target.lower(), f"{self.fraction:.0%}"
+        detail = (f"Evidence for {what} (log-odds): {self.original:+.2f} on the image (P = {p(self.original):.3f}). "
+                  f"Removing the {area} of the image the map ranks highest, it {change(self.cam_drop)} "
                   f"(to {self.cam_removed:+.2f}, P = {p(self.cam_removed):.3f}); removing the same area at random, it "
-                  f"{change(self.random_drop)} on average (± {self.random_spread:.2f}).")
-        if self.cam_drop <= 0:
-            verdict = (f"Not faithful: removing the highlighted region did not lower the evidence for {target}, "
-                       "so the map does not show what drives this output.")
-        elif self.faithful:
-            verdict = f"Faithful: the highlighted region carries more of the evidence for {target} than a random region does."
+                  f"{change(self.random_drop)} on average (± {self.random_spread:.2f} over the random tries). "
+                  f"The margin is {self.margin:.2f}: twice that spread, at least {MIN_MARGIN}.")
+        verdict = self.verdict
+        if verdict == "supports":
+            sentence = (f"The map supports this output: hiding the highlighted {area} of the image lowers the evidence "
+                        f"for {what} clearly, and clearly more than hiding a random {area} does.")
+        elif verdict == "weak":
+            sentence = (f"The map supports this output only weakly: hiding the highlighted {area} lowers the evidence "
+                        f"for {what}, but not clearly more than hiding random areas, or not by much.")
+        elif self.cam_drop <= 0:
+            sentence = (f"The map does not support this output: hiding the highlighted {area} does not lower the "
+                        f"evidence for {what}, so the bright areas are not what drives it.")
         else:
-            verdict = (f"Caution: removing the highlighted region lowers the evidence for {target} no more than "
-                       "removing a random region does.")
-        return verdict, detail
+            sentence = (f"The map does not support this output: hiding the highlighted {area} lowers the evidence for "
+                        f"{what} no more than hiding a random {area} does.")
+        return sentence, detail
+
+    def summary(self) -> str:
+        """The verdict and its numbers on one line, for the report."""
+        return (f"{self.verdict}: removing the top {self.fraction:.0%} changes the evidence by {-self.cam_drop:+.2f} "
+                f"log-odds, random removal by {-self.random_drop:+.2f} ± {self.random_spread:.2f} "
+                f"(margin {self.margin:.2f})")
 
 
 def _cell_mask(cells: np.ndarray, grid: tuple[int, int], size: int) -> np.ndarray:

@@ -52,6 +52,9 @@ REASON_WORDS = {
     "adult_chest": "looks like an adult chest X-ray; this model only knows children aged 1–5",
     "features": "unlike any X-ray this model knows (another view, body part, age group or machine, or not an X-ray)",
 }
+REASON_SHORT = {"colour": "in colour, not an X-ray", "blank": "blank", "inverted": "inverted X-ray",
+                "other_body_part": "another body part", "adult_chest": "adult chest X-ray",
+                "features": "unlike known X-rays"}  # a few words each, for narrow tables
 
 
 @dataclass(frozen=True)

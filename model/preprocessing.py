@@ -137,8 +137,10 @@ def sniff_format(data: bytes) -> tuple[str, tuple[str, ...]]:
     if _looks_like_bare_dicom(data):
         return "DICOM without preamble", ()
     kind = next((name for signature, name in _REFUSED_KINDS if data.startswith(signature)), None)
-    what = f"This file looks like {kind}, which" if kind else "This file"
-    raise ImageInputError(f"{what} is not an image format we read (use {ACCEPTED_FORMATS}).")
+    if kind:
+        raise ImageInputError(f"This file looks like {kind}, which is not an image format we read (we read {ACCEPTED_FORMATS}).")
+    raise ImageInputError("This file is not an image we can read: whatever its name says, its contents are not "
+                          f"a {ACCEPTED_FORMATS.replace(' or ', ', ')} image.")
 
 
 def _looks_like_bare_dicom(data: bytes) -> bool:
@@ -164,7 +166,8 @@ def _decode_with_pillow(data: bytes, plugins: tuple[str, ...]) -> tuple[np.ndarr
     except ImageInputError:
         raise
     except UnidentifiedImageError:
-        raise ImageInputError(f"This file is not an image format we read (use {ACCEPTED_FORMATS}).") from None
+        raise ImageInputError("This file is not an image we can read: whatever its name says, its contents are not "
+                              "a JPEG, PNG, DICOM, TIFF, BMP, GIF or WebP image.") from None
     except Image.DecompressionBombError:
         raise ImageInputError("The image declares implausibly large dimensions; refusing to decode it.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -245,3 +248,28 @@ def _colorfulness(image: Image.Image) -> float:
     small.thumbnail((128, 128))
     rgb = np.asarray(small.convert("RGB"), dtype=np.int16)
     return float((rgb.max(axis=2) - rgb.min(axis=2)).mean() / 255.0)
+
+
+def colour_preview(data: bytes, max_side: int) -> np.ndarray | None:
+    """uint8 RGB copy of a colour upload, at most ``max_side`` a side, for showing what was uploaded; None for a
+    file that is not a colour image Pillow can read (DICOM, grey, unreadable). Bounded like :func:`prepare`."""
+    if not data or len(data) > MAX_FILE_BYTES:
+        return None
+    try:
+        _, plugins = sniff_format(data)
+        if not plugins:  # DICOM: grey by definition here
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(plugins))  # the same content check as prepare()
+            _check_pixel_count(image.size)
+            coefficients = _jpeg_coefficient_bytes(image)
+            image.draft("RGB", (max_side, max_side))
+            _check_decoded_bytes(image, coefficients)
+            if image.mode in ("L", "I", "I;16", "F", "1"):
+                return None
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((max_side, max_side))
+            return np.asarray(image)
+    except (ImageInputError, UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError):
+        return None

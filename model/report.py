@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from model.artifact import ModelMetadata
+from model.faithfulness import FaithfulnessResult
 from model.operating_point import OperatingPoint
 
 DISCLAIMER = ("Research demo, not for clinical use. Not a medical device: it has not been validated to diagnose, "
@@ -48,6 +49,9 @@ class ReportContent:
     gate: str  # the out-of-distribution gate's verdict, in words
     unreliable: str | None = None  # set when the output was shown although the gate flagged the image
     cautions: tuple[str, ...] = ()
+    faithfulness: FaithfulnessResult | None = None  # the deletion check of the map shown
+    explained_class: str = "PNEUMONIA"  # the class the map shows evidence for
+    map_note: str | None = None  # how the map is scaled, and whether it shows little evidence anywhere
 
 
 def plain_summary(metadata: ModelMetadata) -> str:
@@ -80,8 +84,15 @@ def report_lines(c: ReportContent) -> list[tuple[str, str]]:
     ]
     if not c.unreliable:
         lines += [("Caution", note) for note in c.cautions]
+    if c.map_note:
+        lines.append(("Heatmap", c.map_note))
+    if c.faithfulness is not None:
+        sentence, _ = c.faithfulness.describe(c.explained_class)
+        lines.append(("Does the map explain the output?", f"{sentence} ({c.faithfulness.summary()})"))
+    where = "official test split" if point.held_out else "validation split"
     lines += [
-        ("Sensitivity / specificity here", f"{_percent(point.sensitivity)} / {_percent(point.specificity)} on the {point.source}"),
+        (f"Sensitivity / specificity at this threshold, measured on the {where}",
+         f"{_percent(point.sensitivity)} / {_percent(point.specificity)} on the {point.source}"),
         (f"PPV / NPV at prevalence {_percent(point.prevalence)}", f"{_percent(point.ppv)} / {_percent(point.npv)}"),
         ("Model", f"{meta.model_name} version {meta.model_version} ({meta.backbone}), created {meta.created[:10]}"),
         ("Model file SHA-256", meta.sha256),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.explain import CamExplainer
+from model.explain import CamExplainer, EvidenceMap
 from model.faithfulness import FaithfulnessResult, deletion_check
 from model.forward_pass import ForwardPass
 from model.ood import OodVerdict, image_stats
@@ -198,7 +198,11 @@ def target_log_odds_fn(predictor: Predictor, target: str):
 
 
 def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: ImageAnalysis, method: str,
-                       target: str) -> tuple[np.ndarray, FaithfulnessResult]:
-    """(heatmap at model resolution from the prediction's own pass, deletion check of that heatmap)."""
-    heatmap = explainer.explain(analysis.model_input, method, target, computed=analysis.computed)
-    return heatmap, deletion_check(target_log_odds_fn(predictor, target), analysis.model_input, heatmap)
+                       target: str) -> tuple[EvidenceMap, FaithfulnessResult]:
+    """(map at model resolution from the prediction's own pass, on the model's fixed scale when it has one;
+    deletion check of that map)."""
+    scale = predictor.metadata.cam_scale
+    evidence = explainer.evidence(analysis.model_input, method, target, analysis.computed,
+                                  scale.value(method, target) if scale else None)
+    return evidence, deletion_check(target_log_odds_fn(predictor, target), analysis.model_input,
+                                    evidence.heatmap(per_image=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,7 @@ def _metric(at, label) -> float:
 
 
 def _pick_sample(at, index=0):
-    control = at.segmented_control(key="sample")
-    control.set_value(control.options[index]).run()
+    at.button(key=f"sample_{index}").click().run()
     assert not at.exception, at.exception
     return at
 
@@ -61,8 +61,8 @@ def _markdown_text(at) -> str:
 
 def test_start_page_has_disclaimer_and_a_compact_gallery(app):
     assert any("not for clinical use" in w.value for w in app.warning)
-    assert len(app.segmented_control(key="sample").options) == 6
-    assert len(app.tabs[0].image) == 1  # one strip of thumbnails, not six full-width images
+    assert len([b for b in app.button if b.key.startswith("sample_")]) == 6  # one button under each thumbnail
+    assert len(app.tabs[0].image) == 6
     assert not app.error
 
 
@@ -70,7 +70,7 @@ def test_sample_gives_probability_and_pneumonia_evidence_by_default(app):
     _pick_sample(app, 3)
     assert 0.0 <= _probability(app) <= 1.0
     assert app.radio(key="cam_target").value == "PNEUMONIA"
-    assert any("Faithfulness check" in s.value for s in list(app.success) + list(app.warning))
+    assert any("Does the map explain the output?" in s.value for s in list(app.success) + list(app.warning) + list(app.error))
     assert any("Colour scale" in c.value for c in app.caption)
     assert len(app.tabs[0].image) >= 3  # overlay, colour bar, what the network saw
     app.radio(key="cam_target").set_value("NORMAL").run()
@@ -152,12 +152,12 @@ def test_show_anyway_is_per_file(app):
     next(c for c in app.checkbox if c.key.startswith("show_anyway_1_")).check().run()
     assert any(m.label.endswith("(unreliable)") for m in app.metric)
     rows = app.dataframe[0].value.to_dict("records")
-    assert rows[0]["reliable"] == "NO" and "unreliable" in rows[0]["result"] and rows[0]["probability"] is not None
+    assert "(unreliable)" in rows[0]["result"] and "in colour" in rows[0]["note"]
     app.selectbox(key="closer").set_value(app.selectbox(key="closer").options[1]).run()
     box = next(c for c in app.checkbox if c.key.startswith("show_anyway_2_"))
     assert not box.value and not any(m.label.startswith(PROBABILITY) for m in app.metric)
     rows = app.dataframe[0].value.to_dict("records")
-    assert rows[1]["result"] == "withheld" and "withheld:" in rows[1]["message"]
+    assert rows[1]["result"] == "withheld" and "flagged by the gate" in rows[1]["note"]
 
 
 def test_png_and_dicom_uploads(app, sample_files):
@@ -169,11 +169,11 @@ def test_png_and_dicom_uploads(app, sample_files):
     _upload(app, [("chest.dcm", dicom, "application/dicom")])
     assert 0.0 <= _probability(app) <= 1.0
     rendered = _markdown_text(app) + " ".join(t.value for t in app.text)
-    assert "Doe" not in rendered and "SECRET-12345" not in rendered
+    assert not re.search(r"\bDoe\b|Jane", rendered) and "SECRET-12345" not in rendered  # "Does the map..." is fine
 
 
 @pytest.mark.parametrize("name, data, message", [
-    ("notes.png", b"plain text, not an image", "not an image format"),
+    ("notes.png", b"plain text, not an image", "not an image we can read"),
     ("empty.jpeg", b"", "empty"),
     ("tiny.png", encode(Image.new("L", (4, 4))), "at least"),
 ])
@@ -188,12 +188,14 @@ def test_batch_upload_table_and_csv(app, sample_files):
     files.append(("broken.jpeg", b"\xff\xd8\xff garbage", "image/jpeg"))
     _upload(app, files)
     table = app.dataframe[0].value
-    assert list(table["file"]) == [f[0] for f in files] and list(table["#"]) == [1, 2, 3, 4]
-    for _, row in table.iloc[:3].iterrows():  # analysed: a probability, or withheld with the reason
-        assert (0 <= row["probability"] <= 1) if row["reliable"] == "yes" else row["message"].startswith("withheld:")
+    assert list(table["file"]) == [f"{i}. {f[0]}" for i, f in enumerate(files, start=1)]
+    assert "None" not in table.to_csv()
+    for _, row in table.iloc[:3].iterrows():  # analysed: a label and probability, or withheld with the reason
+        assert row["result"].split()[0] in ("NORMAL", "PNEUMONIA") or row["note"].startswith("flagged by the gate")
     assert table["result"].iloc[3] == "not analysed"
-    assert "damaged" in table["message"].iloc[3] or "not an image" in table["message"].iloc[3]
-    assert app.selectbox(key="closer").options == [f"{i}. {f[0]}" for i, f in enumerate(files[:3], start=1)]
+    assert "damaged" in table["note"].iloc[3] or "not an image" in table["note"].iloc[3]
+    assert app.selectbox(key="closer").options == [f"{i}. {f[0]}" for i, f in enumerate(files, start=1)]
+    assert any(t.value == f"File: {files[0][0]}" for t in app.text)  # the first of the batch is shown
     assert any(m.label.startswith(PROBABILITY) for m in app.metric)
 
 
@@ -208,7 +210,7 @@ def test_duplicate_names_are_told_apart(app, sample_files):
     closer.set_value(closer.options[1]).run()
     second = _probability(app)
     assert first != second
-    shown = [r["probability"] for r in rows]
+    shown = [float(r["result"].split()[1]) for r in rows]
     assert shown[0] == pytest.approx(first, abs=0.001) and shown[1] == pytest.approx(second, abs=0.001)
 
 
@@ -227,3 +229,46 @@ def test_batch_limits(app):
     _upload(app, files)
     assert any("at most 50 files" in e.value for e in app.error)
     assert len(app.dataframe[0].value) == 50
+
+
+def test_the_newest_upload_is_the_one_shown(app, sample_files):
+    """One file at a time: each new upload replaces the result shown, with no table; the shown file is named."""
+    first_file = (sample_files[0].name, sample_files[0].read_bytes(), "image/jpeg")
+    _upload(app, [first_file])
+    first = _probability(app)
+    assert any(t.value == f"File: {sample_files[0].name}" for t in app.text) and not app.dataframe
+    # As the browser does it: the first file keeps its upload id, the second is added with a new one
+    # (AppTest's own upload() would start again from an empty list after a run).
+    uploader = app.file_uploader(key="uploads")
+    uploader._files = [(uploader.value[0].file_id, *first_file),
+                       ("a-new-upload", sample_files[3].name, sample_files[3].read_bytes(), "image/jpeg")]
+    uploader.run()
+    assert not app.exception, app.exception
+    assert len(app.file_uploader(key="uploads").value) == 2
+    assert any(t.value == f"File: {sample_files[3].name}" for t in app.text)  # the new file, not the previous one
+    assert _probability(app) != first
+    assert not app.dataframe and not app.toggle(key="show_table").value  # one new file: no table until asked
+    app.toggle(key="show_table").set_value(True).run()
+    assert len(app.dataframe[0].value) == 2
+
+
+def test_presets_in_threshold_order_with_test_figures_and_the_active_one_marked(app, shipped_meta):
+    _pick_sample(app, 0)
+    names = sorted(shipped_meta.thresholds.named, key=lambda n: shipped_meta.thresholds.named[n].value)
+    buttons = [b for b in app.button if b.key.startswith("preset_")]
+    assert [b.key for b in buttons] == [f"preset_{n}" for n in names]
+    default = shipped_meta.thresholds.default
+    assert [b.label.startswith("✓") for b in buttons] == [n == default for n in names]
+    captions = " ".join(c.value for c in app.caption)
+    assert all(f"{shipped_meta.thresholds.named[n].value:.3f}: finds" in captions for n in names)
+
+
+def test_explanation_is_on_the_fixed_scale_with_a_plain_verdict(app):
+    _pick_sample(app, 0)  # a confident normal film
+    text = _markdown_text(app)
+    assert "Little evidence for pneumonia anywhere in this image" in text
+    assert "right end, as strong as in the top 5 %" in text
+    assert "Does the map explain the output?" in text and "log-odds" not in " ".join(
+        str(e.value) for e in list(app.success) + list(app.warning) + list(app.error))
+    app.toggle(key="per_image").set_value(True).run()
+    assert "Per-image contrast is on" in _markdown_text(app)

@@ -117,3 +117,16 @@ def test_missing_shipped_model_says_so(monkeypatch, tmp_path):
     with pytest.raises(NoTrainedModelError, match="No trained model is present"):
         artifact.read_verified_metadata(artifact.SHIPPED_MODEL)
     assert SHIPPED_MODEL.name.endswith(".keras")
+
+
+def test_training_fits_the_heatmap_scale_and_older_metadata_without_it_still_loads(tiny_model, tmp_path):
+    meta = read_verified_metadata(tiny_model)
+    assert meta.cam_scale is not None and meta.cam_scale.percentile == 95.0
+    assert set(meta.cam_scale.reference) <= {"NORMAL", "PNEUMONIA"} and meta.cam_scale.reference
+    data = meta.to_dict()
+    assert ModelMetadata.from_dict(data).cam_scale == meta.cam_scale  # round trip
+    older = {k: v for k, v in data.items() if k != "cam_scale"}
+    assert ModelMetadata.from_dict(older).cam_scale is None  # maps then scale per image, with a note
+    broken = dict(data, cam_scale={"reference": {"PNEUMONIA": {"gradcam": -1.0}}, "percentile": 95.0, "images": {}})
+    with pytest.raises(ArtifactError, match="cam_scale.reference"):
+        validate_metadata(broken)

@@ -109,7 +109,7 @@ def test_upload_read_probability_move_threshold_screenshot(server, browser, samp
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
     probability = _probability(page)
     assert probability == pytest.approx(expected, abs=0.0006)
-    page.locator("strong", has_text="Faithfulness check").wait_for(timeout=90_000)
+    page.locator("strong", has_text="Does the map explain the output?").wait_for(timeout=90_000)
 
     slider = page.get_by_role("slider").first
     slider.focus()
@@ -138,7 +138,7 @@ def test_narrow_screen_keeps_controls_reachable_and_the_gallery_short(server, br
     assert page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight") < 1600  # the gallery is compact
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(sample_files[0]))
     _probability(page)
-    page.locator("strong", has_text="Faithfulness check").wait_for(timeout=90_000)
+    page.locator("strong", has_text="Does the map explain the output?").wait_for(timeout=90_000)
     assert page.locator('[data-testid="stSidebar"]').count() == 0
     for name in ("Call PNEUMONIA when the probability is at least", "Heatmap opacity"):
         control = page.get_by_role("slider", name=name)
@@ -180,3 +180,58 @@ def test_eight_concurrent_sessions_get_their_own_results(server, browser, sample
         page.close()
     loads = Path(server[1]).read_text().count("model loaded:")
     assert loads == 1, f"the model was loaded {loads} times"
+
+
+_WIDER_THAN_VIEWPORT = """() => {
+    const width = document.documentElement.clientWidth;
+    // an element that overflows inside a box that scrolls on its own (a wide table, the data grid) is fine
+    // as long as that box fits the screen
+    const insideAScrollBox = e => {
+        const page = document.querySelector('[data-testid=stMainBlockContainer]');
+        for (let a = e.parentElement; a && a !== page && page.contains(a); a = a.parentElement) {
+            const style = getComputedStyle(a), box = a.getBoundingClientRect();
+            if (['auto', 'scroll', 'hidden'].includes(style.overflowX) && box.right <= width + 1 && box.left >= -1) return true;
+        }
+        return false;
+    };
+    const wide = [...document.querySelectorAll('[data-testid=stMain] *')].filter(e => {
+        const box = e.getBoundingClientRect();
+        return box.width > 0 && (box.right > width + 1 || box.left < -1) && !insideAScrollBox(e);
+    });
+    return {page: document.documentElement.scrollWidth, width, wide: wide.slice(0, 5).map(e => e.getAttribute('data-testid') || e.tagName)};
+}"""
+
+
+def _nothing_wider_than_the_screen(page):
+    found = page.evaluate(_WIDER_THAN_VIEWPORT)
+    assert found["page"] <= found["width"] and not found["wide"], found
+
+
+def _full_height_screenshot(page, path):
+    height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": page.viewport_size["width"], "height": min(height + 40, 8000)})
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+
+
+def test_batch_table_and_model_card_fit_a_400_px_screen(server, browser, sample_files):
+    """At 400 px the batch table and the model card tab are no wider than the screen; screenshots of both."""
+    page = browser.new_page(viewport={"width": 400, "height": 860})
+    page.goto(server[0])
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached", timeout=180_000)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(p) for p in sample_files])
+    page.locator('[data-testid="stDataFrame"]').wait_for(timeout=120_000)
+    _probability(page)
+    table = page.locator('[data-testid="stDataFrame"]').bounding_box()
+    assert table["x"] >= 0 and table["x"] + table["width"] <= 400
+    _nothing_wider_than_the_screen(page)
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    _full_height_screenshot(page, SCREENSHOT_DIR / "narrow_batch.png")
+    page.set_viewport_size({"width": 400, "height": 860})
+    page.get_by_role("tab", name="Model card").click()
+    page.get_by_text("In short.").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    _nothing_wider_than_the_screen(page)
+    _full_height_screenshot(page, SCREENSHOT_DIR / "narrow_model_card.png")
+    page.close()

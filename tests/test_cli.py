@@ -33,7 +33,7 @@ def test_good_and_bad_files(tiny_model, sample_files, tmp_path, capsys):
             assert line["warning"].startswith("UNRELIABLE")
         assert 0.0 <= line["probability"] <= 1.0 and line["label"] in ("NORMAL", "PNEUMONIA")
         assert line["label"] == ("PNEUMONIA" if line["probability"] >= line["threshold"] else "NORMAL")
-    assert "not an image format" in lines[1]["error"]
+    assert "not an image we can read" in lines[1]["error"]
     assert "cannot read the file" in lines[2]["error"]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from model.artifact import NetworkLayout
 from model.backbones import build_classifier, network_layout
-from model.explain import CAM_METHODS, CamExplainer, overlay_heatmap
+from model.explain import CAM_METHODS, LITTLE_EVIDENCE, CamExplainer, EvidenceMap, fit_cam_scale, overlay_heatmap
 from model.forward_pass import LiteRtForward, export_litert, keras_forward
 from model.preprocessing import prepare
 
@@ -118,3 +118,46 @@ def test_overlay_contract():
         overlay_heatmap(gray, heatmap, opacity=2.0)
     with pytest.raises(ValueError, match="heatmap"):
         overlay_heatmap(gray, heatmap * 3)
+
+
+def test_evidence_map_absolute_and_per_image():
+    cam = np.zeros((8, 8), np.float32)
+    cam[2, 3] = 0.5
+    weak = EvidenceMap(cam, reference=10.0)
+    assert weak.peak == pytest.approx(0.05) and weak.little_evidence
+    assert weak.heatmap().max() == pytest.approx(0.05)  # weak evidence looks weak
+    assert weak.heatmap(per_image=True).max() == pytest.approx(1.0)  # the per-image switch stretches it
+    strong = EvidenceMap(cam * 40, reference=10.0)
+    assert strong.heatmap().max() == 1.0 and not strong.little_evidence  # above full scale: capped
+    unscaled = EvidenceMap(cam, reference=None)  # older metadata: no reference, per-image scaling
+    assert unscaled.peak is None and not unscaled.little_evidence and unscaled.heatmap().max() == pytest.approx(1.0)
+
+
+def test_fit_cam_scale_is_a_percentile_of_the_peaks(lite0_model, xray):
+    images = np.stack([xray * f for f in (0.2, 0.6, 1.0)])
+    scale = fit_cam_scale(keras_forward(lite0_model, NETWORK), {"PNEUMONIA": images}, percentile=50.0, slow_images=1)
+    explainer = CamExplainer(keras_forward(lite0_model, NETWORK))
+    peaks = [explainer.evidence(image, "gradcam").cam.max() for image in images]
+    assert scale.reference["PNEUMONIA"]["gradcam"] == pytest.approx(np.median(peaks), rel=1e-4)
+    assert scale.images["PNEUMONIA"] == {"gradcam": 3, "gradcam++": 3, "scorecam": 1}
+    assert scale.value("gradcam", "PNEUMONIA") > 0 and scale.value("gradcam", "NORMAL") is None
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_shipped_scale_keeps_a_confident_normal_film_faint(sample_files, method):
+    """On the shipped model's fixed scale, a confident normal film's pneumonia map stays below LITTLE_EVIDENCE of
+    full colour; each pneumonia sample's map does not (per-image scaling showed both at full colour)."""
+    from model.predictor import Predictor
+    from model.service import analyze_bytes, explain_with_check
+
+    predictor = Predictor.load()
+    assert predictor.metadata.cam_scale is not None, "the shipped model has no fitted heatmap scale"
+    explainer = CamExplainer.for_predictor(predictor)
+    for path in sample_files:
+        analysis = analyze_bytes(predictor, path.read_bytes())
+        evidence, _ = explain_with_check(predictor, explainer, analysis, method, "PNEUMONIA")
+        probability = analysis.prediction.probability
+        if path.name.startswith("NORMAL") and probability < 0.05:
+            assert evidence.peak < LITTLE_EVIDENCE and evidence.heatmap().max() < LITTLE_EVIDENCE, (path.name, evidence.peak)
+        elif path.name.startswith("PNEUMONIA") and probability > 0.95 and method == "gradcam":
+            assert evidence.peak >= LITTLE_EVIDENCE, (path.name, evidence.peak)

@@ -56,14 +56,15 @@ def test_every_input_through_the_app(corpus):
     at.file_uploader(key="uploads").set_value(files).run()
     assert not at.exception, at.exception
     rows = at.dataframe[0].value.to_dict("records")
-    assert [row["file"] for row in rows] == names
+    assert [row["file"] for row in rows] == [f"{i}. {name}" for i, name in enumerate(names, start=1)]
     for (name, (_, _, (kind, text))), row in zip(corpus.items(), rows):
         if kind == "error":
-            assert text in row["message"], (name, row)
+            assert row["result"] == "not analysed" and text in row["note"], (name, row)
         elif kind == "ood":
-            assert row["message"].startswith("withheld:") and row["label"] == "", (name, row)
-        else:  # analysed: a probability, or withheld for a stated reason
-            assert row["message"].startswith("withheld:") or 0 <= row["probability"] <= 1, (name, row)
+            assert row["result"] == "withheld" and row["note"].startswith("flagged by the gate"), (name, row)
+        else:  # analysed: a label and probability, or withheld for a stated reason
+            label, *probability = row["result"].split()
+            assert row["result"] == "withheld" or (label in ("NORMAL", "PNEUMONIA") and 0 <= float(probability[0]) <= 1), (name, row)
 
 
 def test_huge_scans_are_decoded_at_bounded_size():

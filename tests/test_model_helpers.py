@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.artifact import Calibration, Metrics, ModelMetadata, Threshold, Thresholds, ValidationPoint
-from model.faithfulness import IMPUTATION_NOISE, deletion_check, noisy_linear_imputation
+from model.faithfulness import IMPUTATION_NOISE, FaithfulnessResult, deletion_check, noisy_linear_imputation
 from model.operating_point import operating_point, predictive_values
 from model.preprocessing import PreprocessConfig
 from model.report import ReportContent, render_report, report_figure
@@ -73,14 +73,48 @@ def test_imputation_fills_smoothly_and_keeps_the_rest():
     assert filled[hidden].std() > 0.0 and 0.0 <= filled.min() and filled.max() <= 1.0
 
 
-def _report(unreliable=None):
+@pytest.mark.parametrize("cam_removed, random_removed, spread, verdict", [
+    (1.0, 3.0, 0.1, "supports"),  # falls by 2.0, random removal by 0.0: both clear the margin of 0.25
+    (1.0, 3.0, 1.5, "weak"),  # the same fall, but random removals spread so wide that the margin is 3.0
+    (2.5, 4.0, 0.1, "weak"),  # falls by 0.5 while random removal RAISES it by 1.0: the in-fill moves it more
+    (1.8, 3.4, 0.1, "supports"),  # falls by 1.2, random removal raises it by 0.4
+    (2.8, 4.5, 0.1, "weak"),  # falls by 0.2 (< margin) although 1.7 beyond random removal: cannot flatter
+    (3.2, 3.0, 0.1, "does not support"),  # the evidence rises
+    (2.0, 2.5, 0.6, "does not support"),  # falls by 1.0, random removal by 0.5: within one spread of random
+])
+def test_faithfulness_verdict_is_three_way_with_a_margin(cam_removed, random_removed, spread, verdict):
+    result = FaithfulnessResult(0.15, 3.0, cam_removed, random_removed, spread)
+    assert result.verdict == verdict and result.faithful == (verdict == "supports")
+    sentence, detail = result.describe("PNEUMONIA")
+    assert sentence.startswith({"supports": "The map supports", "weak": "The map supports this output only weakly",
+                                "does not support": "The map does not support"}[verdict])
+    assert "log-odds" not in sentence and "log-odds" in detail  # plain words first, the numbers on demand
+    assert result.summary().startswith(verdict + ":")
+
+
+def _report(unreliable=None, faithfulness=None):
     gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
     overlay = np.repeat(gray[:, :, None], 3, axis=2)
     meta = METADATA.replace(model_name="pneumonia_efficientnet_lite0_with_a_long_name", backbone="efficientnet_lite0")
     gate = "flagged: " + "its features are 4.6× as far from the training X-rays as the farthest validation X-ray; " * 3
     return ReportContent("a very long file name " * 6 + ".png", gray, overlay, "Grad-CAM (evidence for pneumonia)", 0.42,
                          "PNEUMONIA", operating_point(meta, 0.2, 0.3), meta, gate, unreliable,
-                         ("Borderline: close to the threshold.",) * 3)
+                         ("Borderline: close to the threshold.",) * 3, faithfulness, "PNEUMONIA",
+                         "Little evidence for pneumonia anywhere in this image: its strongest spot reaches only 3% of full colour.")
+
+
+def test_report_carries_the_faithfulness_verdict_and_where_figures_were_measured():
+    from model.report import report_lines
+
+    check = FaithfulnessResult(0.15, 1.27, 0.82, 2.7, 0.3)
+    lines = dict(report_lines(_report(faithfulness=check)))
+    assert lines["Does the map explain the output?"].startswith("The map supports this output only weakly")
+    assert check.summary() in lines["Does the map explain the output?"]
+    assert lines["Heatmap"].startswith("Little evidence for pneumonia anywhere")
+    assert any(key.startswith("Sensitivity / specificity at this threshold, measured on the validation split")
+               for key in lines)
+    everything = " ".join(t.get_text() for t in report_figure(_report(faithfulness=check)).texts).replace("\n", " ")
+    assert "weak: removing the top 15%" in everything
 
 
 def test_report_renders_png_and_pdf():

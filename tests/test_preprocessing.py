@@ -100,7 +100,7 @@ def _png_with_declared_size(width, height) -> bytes:
 
 @pytest.mark.parametrize("data, message", [
     (b"", "empty"),
-    (b"hello, this is text renamed to .png", "not an image format"),
+    (b"hello, this is text renamed to .png", "not an image we can read"),
     (encode(Image.fromarray(synthetic_xray(8)), "JPEG")[:600], "damaged or truncated"),
     (_png_with_declared_size(100_000, 100_000), "implausibly large"),
     (_png_with_declared_size(12_000, 11_000), "megapixels"),

@@ -31,12 +31,12 @@ from model.report import ReportContent, render_report
 predictor = Predictor.load(sys.argv[1])
 explainer = CamExplainer.for_predictor(predictor)
 analysis = analyze_bytes(predictor, open(sys.argv[2], "rb").read())
-heatmap, check = explain_with_check(predictor, explainer, analysis, "gradcam++", "PNEUMONIA")
-overlay = overlay_heatmap(analysis.display, heatmap)
+evidence, check = explain_with_check(predictor, explainer, analysis, "gradcam++", "PNEUMONIA")
+overlay = overlay_heatmap(analysis.display, evidence.heatmap())
 p = analysis.prediction
 point = operating_point(predictor.metadata, 0.5, 0.2)
 render_report(ReportContent("x.png", analysis.display, overlay, "Grad-CAM++", p.probability, p.label(0.5), point,
-                            predictor.metadata, "accepted"), "pdf")
+                            predictor.metadata, "accepted", faithfulness=check), "pdf")
 print(round(p.probability, 6), sorted(m for m in ("tensorflow", "keras", "sklearn") if m in sys.modules))
 """
 

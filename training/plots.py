@@ -92,39 +92,50 @@ def _stages(hist: dict) -> dict:
 def history(path, history_file):
     hist = _stages(json.loads(Path(history_file).read_text()))
     soup = any(" " in label for label in hist)
-    fig, axes = _subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = _subplots(1, 2, figsize=(8, 3.8))
     offset = 0
     for stage, h in hist.items():
         offset = 0 if soup else offset  # a soup's members each start at epoch 1
         epochs = np.arange(offset + 1, offset + 1 + len(h["loss"]))
-        axes[0].plot(epochs, h["loss"], "-", label=f"{stage} train")
-        axes[0].plot(epochs, h["val_loss"], "--", label=f"{stage} validation")
-        axes[1].plot(epochs, h["auc"], "-", label=f"{stage} train")
-        axes[1].plot(epochs, h["val_auc"], "--", label=f"{stage} validation")
+        axes[0].plot(epochs, h["loss"], "o-", label=f"{stage}: training images")
+        axes[0].plot(epochs, h["val_loss"], "s--", label=f"{stage}: validation images")
+        axes[1].plot(epochs, h["auc"], "o-", label=f"{stage}: training images")
+        axes[1].plot(epochs, h["val_auc"], "s--", label=f"{stage}: validation images")
         offset += len(h["loss"])
-    axes[0].set(xlabel="epoch", ylabel="loss")
-    axes[1].set(xlabel="epoch", ylabel="ROC AUC")
-    axes[1].legend(fontsize=7)
+    axes[0].set(xlabel="epoch (one pass over the training images)", ylabel="loss", title="Loss (lower is better)")
+    axes[1].set(xlabel="epoch (one pass over the training images)", ylabel="ROC AUC",
+                title="ROC AUC (higher is better)")
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
+    fig.suptitle("Training history", fontsize=12)
     _save(fig, path)
 
 
 def gradcam_grid(path, predictor, examples, probabilities, labels, per_class=4, seed=0):
-    """Sample predictions with Grad-CAM overlays: ``per_class`` random images of each true class."""
+    """Sample predictions with Grad-CAM overlays: ``per_class`` random images of each true class, one row each."""
     from model.explain import CamExplainer, overlay_heatmap
 
     explainer = CamExplainer.for_predictor(predictor)
     rng = np.random.default_rng(seed)
     picks = [i for c in (0, 1) for i in rng.choice(np.flatnonzero(labels == c), per_class, replace=False)]
-    fig, axes = _subplots(2, per_class, figsize=(2.6 * per_class, 5.6))
+    fig, axes = _subplots(2, per_class, figsize=(2.4 * per_class, 6.4))
     threshold = predictor.metadata.thresholds.default_value
+    scale = predictor.metadata.cam_scale
+    reference = scale.value("gradcam", CLASS_NAMES[1]) if scale else None
     for ax, i in zip(axes.ravel(), picks, strict=False):
         image = prepare(examples[i].path.read_bytes(), predictor.metadata.preprocessing).model_input
-        heatmap = explainer.explain(image, "gradcam")
+        heatmap = explainer.evidence(image, "gradcam", reference=reference).heatmap()
         ax.imshow(overlay_heatmap(image[:, :, 0], heatmap, opacity=0.35))
         predicted = CLASS_NAMES[int(probabilities[i] >= threshold)]
-        ax.set_title(f"true {CLASS_NAMES[labels[i]]}\np={probabilities[i]:.2f} → {predicted}", fontsize=8,
-                     color="black" if predicted == CLASS_NAMES[labels[i]] else "red")
+        wrong = predicted != CLASS_NAMES[labels[i]]
+        ax.set_title(f"P = {probabilities[i]:.2f}\ncalled {predicted}" + (" (wrong)" if wrong else ""), fontsize=9,
+                     color="red" if wrong else "black")
         ax.axis("off")
+    for row, name in enumerate(CLASS_NAMES):
+        axes[row, 0].text(-0.08, 0.5, f"truly {name}", transform=axes[row, 0].transAxes, rotation=90,
+                          ha="right", va="center", fontsize=10, weight="bold")
+    fig.suptitle("Grad-CAM evidence for pneumonia" + (" (fixed scale)" if reference else ""), fontsize=12)
     _save(fig, path)
 
 

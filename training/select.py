@@ -31,7 +31,7 @@ import numpy as np
 
 from model.artifact import history_path, litert_entry, litert_path, load_model, read_verified_metadata, save_metadata
 from model.backbones import build_classifier, network_layout
-from model.forward_pass import export_litert
+from model.forward_pass import export_litert, keras_forward
 from model.predictor import calibrated_probability
 from training import stress
 from training.outside import counter_examples
@@ -154,7 +154,7 @@ def _write_soup(soup, metas, members, network, arrays, out: Path, version: str, 
     first = metas[0]
     model_path = out / f"pneumonia_{first.backbone}.keras"
     soup.save(model_path)
-    fitted = fit_on_validation(scoring_forward(soup), x_train, x_val, y_val, outside)
+    fitted = fit_on_validation(scoring_forward(soup), x_train, x_val, y_val, outside, keras_forward(soup, network))
     export_litert(soup, network, litert_path(model_path), float16=True)
     histories = {Path(p).parent.name: json.loads(history_path(p).read_text()) for p in members if history_path(p).exists()}
     history_path(model_path).write_text(json.dumps(histories, indent=1))

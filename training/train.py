@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import ModelMetadata, history_path, litert_entry, litert_path, save_metadata
+from model.artifact import CLASS_NAMES, ModelMetadata, history_path, litert_entry, litert_path, save_metadata
 from model.backbones import build_classifier, network_layout, set_trainable_blocks
-from model.forward_pass import export_litert, run_in_batches
+from model.explain import fit_cam_scale
+from model.forward_pass import export_litert, keras_forward, run_in_batches
 from model.ood import fit_ood
 from model.predictor import calibrated_probability
 from model.preprocessing import PreprocessConfig
@@ -213,7 +214,7 @@ def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: Pre
     (uncompiled), its LiteRT export and the metadata that describes both."""
     x_train, x_val, y_val = arrays
     network = network_layout(config.backbone, config.input_size)
-    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside)
+    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside, keras_forward(model, network))
     _save_clean(model, config, model_path)
     export_litert(model, network, litert_path(model_path))
     return save_metadata(model_path, {
@@ -229,11 +230,13 @@ def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: Pre
     })
 
 
-def fit_on_validation(forward, x_train, x_val, y_val, outside: dict | None = None) -> dict:
+def fit_on_validation(forward, x_train, x_val, y_val, outside: dict | None = None, cam_forward=None) -> dict:
     """Everything chosen after training, on data carved from train/ only: temperature, thresholds and
     operating points on the shift-stress rendering of the validation split (:mod:`training.stress`),
     the population gate on clean training and validation features (with ``outside``, population class ->
-    counter-example images, its head too; inverted training X-rays are added); metrics on both validation sets."""
+    counter-example images, its head too; inverted training X-rays are added); metrics on both validation
+    sets; and, given ``cam_forward`` (the full pass, :func:`model.forward_pass.keras_forward`), the heatmaps'
+    fixed scale on the clean validation images of each class (:func:`model.explain.fit_cam_scale`)."""
     val_logits, val_features = forward_all(forward, x_val)
     _, train_features = forward_all(forward, x_train)
     x_stress, y_stress = stress.stress_set(x_val, y_val)
@@ -242,8 +245,12 @@ def fit_on_validation(forward, x_train, x_val, y_val, outside: dict | None = Non
     if outside:
         outside = dict(outside, inverted=inverted_copies(x_train))
         outside_features = {kind: forward_all(forward, images)[1] for kind, images in outside.items() if len(images)}
-    return dict(calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress),
-                ood=fit_ood(train_features, val_features, outside=outside_features))
+    fitted = dict(calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress),
+                  ood=fit_ood(train_features, val_features, outside=outside_features))
+    if cam_forward is not None:
+        labels = np.asarray(y_val).ravel()
+        fitted["cam_scale"] = fit_cam_scale(cam_forward, {name: x_val[labels == index] for index, name in enumerate(CLASS_NAMES)})
+    return fitted
 
 
 def calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress) -> dict:
@@ -295,9 +302,9 @@ def refit(model_path: str | Path, data: str, outside: str | None = None, version
 def refit_loaded(model_path: str | Path, model, meta: ModelMetadata, arrays, outside: dict | None = None) -> ModelMetadata:
     """:func:`refit` on images already in memory (its own split's train and validation arrays)."""
     x_train, x_val, y_val = arrays
-    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside)
+    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside, keras_forward(model, meta.network))
     refitted = save_metadata(model_path, dict(meta.to_dict(), **fitted))
-    log.info("refitted calibration, thresholds and OOD gate of %s", model_path)
+    log.info("refitted calibration, thresholds, population gate and heatmap scale of %s", model_path)
     return refitted
 
 
