@@ -45,8 +45,10 @@ from model.service import (  # noqa: E402
     BatchItem,
     ImageAnalysis,
     Prediction,
+    Trust,
     analyze_bytes,
     explain_with_check,
+    explanation_cautions,
     reliability_note,
     results_rows,
     rows_to_csv,
@@ -363,7 +365,8 @@ def operating_ui(metadata: ModelMetadata, threshold: float, prevalence: float) -
                      help="If it says NORMAL, how often that is right at this prevalence")
 
 
-def result_ui(upload: Upload, prediction: Prediction, threshold: float, unreliable: str | None) -> str:
+def result_ui(upload: Upload, prediction: Prediction, threshold: float, unreliable: str | None):
+    """The result box; returns (label, an empty slot in it for the trust verdict, filled once the map is checked)."""
     label = prediction.label(threshold)
     with st.container(border=True):
         st.text(f"File: {upload.name}")
@@ -376,9 +379,18 @@ def result_ui(upload: Upload, prediction: Prediction, threshold: float, unreliab
             if unreliable:
                 st.error(f"{unreliable} The call below is shown because you asked for it: do not rely on it.", icon="🚫")
             (st.error if label == "PNEUMONIA" else st.success)(statement)
-            for note in prediction.cautions(threshold):
-                st.info(note, icon="⚖️")
-    return label
+            slot = st.empty()
+    return label, slot
+
+
+TRUST_BOXES = {"outside": ("error", "🚫"), "caution": ("warning", "⚖️"), "no warning": ("info", "✅")}
+
+
+def trust_ui(slot, trust: Trust) -> None:
+    """How far to trust this output, and why: the gate, a borderline call and the map's check, in one place."""
+    kind, icon = TRUST_BOXES[trust.level]
+    with slot.container():
+        getattr(st, kind)("  \n".join([f"**{trust.headline}**", *trust.reasons]), icon=icon)
 
 
 def explain_settings_ui() -> ExplainSettings:
@@ -491,8 +503,15 @@ def ood_ui(upload: Upload, analysis: ImageAnalysis) -> bool:
     prediction = analysis.prediction
     with st.container(border=True):
         st.text(f"File: {upload.name}")
-        st.warning(f"**{HEADLINE}.** The gate flagged this image: {prediction.ood.message}. The pneumonia probability "
-                   "is withheld: on such an image it would not mean much.", icon="🚫")
+        ood = prediction.ood
+        st.warning(f"**{HEADLINE}: {ood.summary}.** The pneumonia probability is withheld: on such an image it "
+                   "would not mean much.", icon="🚫")
+        with st.expander("How is this computed?"):
+            st.markdown(f"The population gate checks every image before the model answers: {ood.message}. "
+                        f"Feature distance {ood.distance:.2f} and population score {ood.outside:.2f} of their "
+                        "limits (above 1 is flagged); both limits let through all but about 0.5 % of clean "
+                        "validation X-rays of the model's own population. See the model card: *Who this model is "
+                        "for, and what the gate refuses*.")
         shown = st.checkbox("Show the model's output anyway (unreliable)", key=_show_key(upload))
     if not shown:
         colour = colour_copy(upload.digest, upload.data) if "colour" in prediction.ood.reasons else None
@@ -514,7 +533,7 @@ def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
         return
     settings_state(metadata)
     threshold = current_threshold(metadata)
-    label = result_ui(upload, prediction, threshold, unreliable)
+    label, trust_slot = result_ui(upload, prediction, threshold, unreliable)
     left, right = st.columns([3, 2], gap="large")
     with right:
         prevalence = prevalence_ui()
@@ -525,13 +544,15 @@ def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
     st.subheader("Where is the evidence?")
     settings = explain_settings_ui()
     overlay, check, note = explanation_ui(upload, analysis, settings, metadata)
+    trust = prediction.trust(threshold, explanation_cautions(check, settings.target))
+    trust_ui(trust_slot, trust)
     gate = "accepted" if prediction.ood.in_distribution else f"flagged: {prediction.ood.message}"
     content = ReportContent(upload.name, analysis.display, overlay, f"{CAM_METHODS[settings.method].label} "
                             f"({TARGETS[settings.target].lower()})", prediction.probability, label,
                             operating_point(metadata, threshold, prevalence), metadata, gate, unreliable,
-                            tuple(prediction.cautions(threshold)), check, settings.target, note)
+                            tuple(prediction.cautions(threshold)), check, settings.target, note, trust.text)
     report_ui(upload, content, (upload.number, upload.name, upload.digest, threshold, prevalence, settings, unreliable,
-                                int(time.time() // 60)))
+                                trust, int(time.time() // 60)))
 
 
 def analyse_tab(metadata: ModelMetadata) -> None:

@@ -52,6 +52,7 @@ class ReportContent:
     faithfulness: FaithfulnessResult | None = None  # the deletion check of the map shown
     explained_class: str = "PNEUMONIA"  # the class the map shows evidence for
     map_note: str | None = None  # how the map is scaled, and whether it shows little evidence anywhere
+    trust: str | None = None  # how far to trust this output, and why, in one line (model.service.Trust.text)
 
 
 def plain_summary(metadata: ModelMetadata) -> str:
@@ -80,9 +81,11 @@ def report_lines(c: ReportContent) -> list[tuple[str, str]]:
         ("Generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         ("Pneumonia probability (calibrated)", f"{c.probability:.3f}" + ("  (UNRELIABLE)" if c.unreliable else "")),
         ("Decision at threshold", f"{c.label} (threshold {point.threshold:.3f})"),
-        ("Out-of-distribution gate", c.gate),
+        ("Population gate", c.gate),
     ]
-    if not c.unreliable:
+    if c.trust:
+        lines.append(("How far to trust this", c.trust))
+    elif not c.unreliable:
         lines += [("Caution", note) for note in c.cautions]
     if c.map_note:
         lines.append(("Heatmap", c.map_note))

@@ -197,6 +197,13 @@ def target_log_odds_fn(predictor: Predictor, target: str):
     return lambda images: sign * predictor.predict(images).log_odds
 
 
+def explanation_cautions(check: FaithfulnessResult, target: str) -> tuple[str, ...]:
+    """A caution for the trust verdict when the map's own check does not support it (weak is said beside the map)."""
+    if check.verdict != "does not support":
+        return ()
+    return (f"The heatmap's check does not support the map: {check.describe(target)[0]}",)
+
+
 def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: ImageAnalysis, method: str,
                        target: str) -> tuple[EvidenceMap, FaithfulnessResult]:
     """(map at model resolution from the prediction's own pass, on the model's fixed scale when it has one;
