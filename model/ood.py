@@ -241,9 +241,9 @@ class OodDetector:
             probabilities = self.population.probabilities(features)[0]
             outside = float((1.0 - probabilities[0]) / self.population.threshold)
             likely = self.population.classes[int(np.argmax(probabilities[1:])) + 1]  # the likeliest kind of mismatch
-            if outside > 1.0:
+            if outside > 1.0 and not reasons:  # a colour or blank image is no X-ray: naming a kind of X-ray would mislead
                 reasons.append(likely)
         ratio = float(self.distances(features)[0] / self.threshold)
-        if ratio > 1.0 and not (set(reasons) - {"colour", "blank"}):
+        if ratio > 1.0 and not reasons:
             reasons.append("features")
         return OodVerdict(not reasons, tuple(reasons), ratio, stats, outside, likely)

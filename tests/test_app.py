@@ -157,7 +157,7 @@ def test_show_anyway_is_per_file(app):
     box = next(c for c in app.checkbox if c.key.startswith("show_anyway_2_"))
     assert not box.value and not any(m.label.startswith(PROBABILITY) for m in app.metric)
     rows = app.dataframe[0].value.to_dict("records")
-    assert rows[1]["result"] == "withheld" and "flagged by the gate" in rows[1]["note"]
+    assert rows[1]["result"] == "withheld" and rows[1]["note"] == "outside the model's scope: in colour, not an X-ray"
 
 
 def test_png_and_dicom_uploads(app, sample_files):
@@ -191,7 +191,7 @@ def test_batch_upload_table_and_csv(app, sample_files):
     assert list(table["file"]) == [f"{i}. {f[0]}" for i, f in enumerate(files, start=1)]
     assert "None" not in table.to_csv()
     for _, row in table.iloc[:3].iterrows():  # analysed: a label and probability, or withheld with the reason
-        assert row["result"].split()[0] in ("NORMAL", "PNEUMONIA") or row["note"].startswith("flagged by the gate")
+        assert row["result"].split()[0] in ("NORMAL", "PNEUMONIA") or row["note"].startswith("outside the model's scope")
     assert table["result"].iloc[3] == "not analysed"
     assert "damaged" in table["note"].iloc[3] or "not an image" in table["note"].iloc[3]
     assert app.selectbox(key="closer").options == [f"{i}. {f[0]}" for i, f in enumerate(files, start=1)]
