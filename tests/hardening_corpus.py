@@ -280,7 +280,7 @@ def build_corpus(sample_jpeg: bytes) -> dict[str, tuple[str, bytes, tuple[str, s
     return {
         "empty": ("empty.png", b"", ("error", "empty")),
         "text_as_png": ("notes.png", b"Patient notes, definitely not an image\n" * 20, ("error", "not an image we can read")),
-        "pdf": ("scan.pdf", b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF", ("error", "not an image we can read")),
+        "pdf": ("scan.pdf", b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF", ("error", "PDF, which is not an image format we read")),
         "truncated_jpeg": ("cut.jpeg", sample_jpeg[: len(sample_jpeg) // 3], ("error", "damaged or truncated")),
         "truncated_png": ("cut.png", encode(Image.fromarray(synthetic_xray(1)))[:900], ("error", "damaged or truncated")),
         "decompression_bomb": ("bomb.png", _declared_png(100_000, 100_000), ("error", "implausibly large")),
@@ -322,7 +322,7 @@ def build_corpus(sample_jpeg: bytes) -> dict[str, tuple[str, bytes, tuple[str, s
         "dds": ("chest.png", _DDS, ("error", "DDS")),
         "jpeg2000_file": ("chest.jp2", _J2K, ("error", "JPEG 2000")),
         "ico": ("chest.ico", _ico(), ("error", "ICO")),
-        "tga_no_signature": ("chest.png", _tga(), ("error", "not an image format we read")),
+        "tga_no_signature": ("chest.png", _tga(), ("error", "not an image we can read")),
         "palette_transparency_bomb": ("trns.png", _palette_transparency_bomb(), ("error", "decoding it would take")),
         "progressive_cmyk_bomb": ("prog.jpeg", _progressive_bomb("CMYK"), ("error", "progressive")),
         "progressive_rgb_bomb": ("progrgb.jpeg", _progressive_bomb("RGB"), ("error", "progressive")),

@@ -73,7 +73,7 @@ def test_results_csv_has_only_file_names_and_outputs(sample_files):
     predictor = Predictor.load()
     dicom = make_dicom(synthetic_xray(23).astype(np.uint16) * 16, patient_name=PATIENT[0])
     text = rows_to_csv(results_rows([BatchItem(1, "a.dcm", analyze_bytes(predictor, dicom).prediction, None)], 0.5))
-    assert text.splitlines()[0] == "#,file,result,probability,label,threshold,reliable,message"
+    assert text.splitlines()[0] == "#,file,result,probability,label,threshold,reliable,trust,gate,message"
     assert not any(secret in text for secret in PATIENT)
 
 
