@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.soak import CHROMIUM, CHROMIUM_ARGS, ROOT, UPLOAD_INPUT, memory_mb, start_server, stop_server
 
 MB = 2**20
-LIMIT_TEXT = "one batch is at most"  # the app's batch-limit message (app/streamlit_app.py)
+LIMIT_TEXT = "one batch is at most"  # both of its messages say this  # the app's batch-limit message (app/streamlit_app.py)
 
 
 def padded_png(size: int, seed: int) -> bytes:
@@ -47,8 +47,7 @@ def write_batch(folder: Path, count: int, file_mb: float, kind: str) -> list[str
 
 
 _BUSY = """() => !!document.querySelector('[data-stale="true"]') || !!document.querySelector('[data-testid="stStatusWidget"]')
-    || !!document.querySelector('[data-testid="stFileUploaderFile"] [role="progressbar"]')
-    || !!document.querySelector('[data-testid="stFileChip"] [role="progressbar"]')"""
+    || !!document.querySelector('[data-testid="stFileChipIconSpinner"]')"""
 
 
 async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: dict) -> None:
@@ -78,8 +77,7 @@ async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: di
         text = await page.inner_text("body")
         out["limit_message"] = LIMIT_TEXT in text
         out["too_large_in_browser"] = text.count("or smaller")  # Streamlit's "File must be 32.0MB or smaller."
-        out["file_errors_shown"] = await page.locator('[data-testid="stFileChipError"], '
-                                                      '[data-testid="stFileUploaderFileErrorMessage"]').count()
+        out["file_errors_shown"] = await page.locator('[data-testid="stFileChipIconError"]').count()
         out["files_analysed_or_refused"] = text.count("File: ")
         alerts = await page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
         out["app_errors"] = [a[:200] for a in alerts[:5]]
