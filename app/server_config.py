@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 
 MB = 2**20
 
@@ -99,12 +100,18 @@ def limit_session_uploads(max_files: int, max_mb: float) -> None:
     Idempotent (the app calls it on every run); does nothing outside a running server."""
     from streamlit.runtime import exists, get_instance
 
-    if not exists():
-        return
-    manager = get_instance().uploaded_file_mgr
-    if getattr(manager, "_session_budget", None) == (max_files, max_mb) or not hasattr(manager, "file_storage"):
-        return
-    add_file = type(manager).add_file.__get__(manager)
+    if exists():
+        install_upload_budget(get_instance().uploaded_file_mgr, max_files, max_mb)
+
+
+def install_upload_budget(manager, max_files: int, max_mb: float) -> None:
+    """``limit_session_uploads`` on a given (memory) upload manager."""
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+
+    if not isinstance(manager, MemoryUploadedFileManager) or getattr(manager, "_session_budget", None) == (
+            max_files, max_mb):
+        return  # AppTest's stand-in manager holds nothing
+    add_file = MemoryUploadedFileManager.add_file.__get__(manager)
     max_bytes = int(max_mb * MB)
 
     def add_within_budget(session_id: str, file) -> None:
@@ -129,4 +136,8 @@ def refused_uploads() -> int:
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
-    return 0 if ctx is None else _refused.pop(ctx.session_id, 0)
+    count = 0 if ctx is None else _refused.pop(ctx.session_id, 0)
+    if count:  # a refused request's bytes stay in a reference cycle (its exception's frames) until a collection
+        gc.collect()
+        release_freed_memory()
+    return count

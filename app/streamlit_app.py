@@ -67,7 +67,7 @@ REPORTS_DIR = SHIPPED_DIR / "reports"
 COLORMAPS = ["jet", "inferno", "viridis", "magma"]
 TARGETS = {"PNEUMONIA": "Evidence for pneumonia", "NORMAL": "Evidence for normal"}
 MAX_FILES = 50  # one batch; more would make every interaction slow for everyone on a small server
-MAX_BATCH_MB = 200
+MAX_BATCH_MB = 100  # held by the server while the batch is shown: 100 MB of the hosted tier's 690 (issue 21)
 
 keep_uploads_in_memory(st.get_option("server.maxUploadSize"))
 limit_malloc_arenas()
