@@ -5,6 +5,16 @@ over 1 MB to an unnamed temporary file on disk. Raising Starlette's spool
 limit above the upload limit keeps every upload in memory: no X-ray, and no
 DICOM header with a patient's name in it, is ever written to disk.
 
+Uploads: Streamlit stores each file the browser sends in its upload manager
+(in memory) as soon as it arrives, before the script runs: a batch limit
+checked by the script comes after the server already holds the whole batch
+(50 files of 30 MB took the server to 3.4 GB). ``limit_session_uploads``
+makes the manager refuse, with HTTP 413, any file that would take one
+session over the app's batch limit, so a session never holds more than the
+batch limit; the browser marks those files as failed and the script is told
+how many were refused. Freed upload buffers go back to the OS at once
+(``return_large_buffers``).
+
 Memory: Streamlit runs each session's script in its own thread, and glibc gives
 threads their own malloc arenas, which keep freed memory and fragment; under a
 few concurrent sessions the server's resident size climbs by hundreds of MB
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 
 MB = 2**20
 
@@ -29,7 +40,8 @@ def keep_uploads_in_memory(max_upload_mb: int) -> None:
         MultiPartParser.spool_max_size = limit
 
 
-M_ARENA_MAX = -8  # glibc mallopt parameter
+M_ARENA_MAX = -8  # glibc mallopt parameters
+M_MMAP_THRESHOLD = -3
 
 
 def _glibc():
@@ -46,6 +58,17 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     """At most ``arenas`` malloc arenas for threads created from now on."""
     if _LIBC is not None and hasattr(_LIBC, "mallopt"):
         _LIBC.mallopt(M_ARENA_MAX, arenas)
+
+
+def return_large_buffers(threshold_mb: int = 1) -> None:
+    """Allocate every buffer of ``threshold_mb`` or more with its own mmap, so freeing it returns it to the OS.
+
+    glibc's default threshold rises to the largest buffer freed so far (up to 32 MB): after the first upload is
+    freed, later uploads of up to 32 MB come from the heap, which keeps them resident after they are freed.
+    A fixed threshold turns that off.
+    """
+    if _LIBC is not None and hasattr(_LIBC, "mallopt"):
+        _LIBC.mallopt(M_MMAP_THRESHOLD, int(threshold_mb * MB))
 
 
 def release_freed_memory() -> None:
@@ -66,3 +89,55 @@ def release_uploads(file_ids: list[str]) -> None:
     manager = get_instance().uploaded_file_mgr
     for file_id in file_ids:
         manager.remove_file(ctx.session_id, file_id)
+
+
+_refused: dict[str, int] = {}  # session id -> files the upload manager refused since the script last asked
+
+
+def limit_session_uploads(max_files: int, max_mb: float) -> None:
+    """Make Streamlit's upload manager refuse (HTTP 413) a file that takes its session over ``max_files`` files or
+    ``max_mb`` MB held at once; the file's bytes are dropped at once instead of being held until the script runs.
+    Idempotent (the app calls it on every run); does nothing outside a running server."""
+    from streamlit.runtime import exists, get_instance
+
+    if exists():
+        install_upload_budget(get_instance().uploaded_file_mgr, max_files, max_mb)
+
+
+def install_upload_budget(manager, max_files: int, max_mb: float) -> None:
+    """``limit_session_uploads`` on a given (memory) upload manager."""
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+
+    if not isinstance(manager, MemoryUploadedFileManager) or getattr(manager, "_session_budget", None) == (
+            max_files, max_mb):
+        return  # AppTest's stand-in manager holds nothing
+    add_file = MemoryUploadedFileManager.add_file.__get__(manager)
+    max_bytes = int(max_mb * MB)
+
+    def add_within_budget(session_id: str, file) -> None:
+        from starlette.exceptions import HTTPException
+
+        with manager._lock:
+            held = {k: v for k, v in manager.file_storage.get(session_id, {}).items() if k != file.file_id}
+            over = len(held) + 1 > max_files or sum(len(f.data) for f in held.values()) + len(file.data) > max_bytes
+            if over:
+                _refused[session_id] = _refused.get(session_id, 0) + 1
+        if over:
+            raise HTTPException(status_code=413, detail=f"Over this app's batch limit ({max_files} files, "
+                                                        f"{max_mb:g} MB at once)")
+        add_file(session_id=session_id, file=file)
+
+    manager.add_file = add_within_budget
+    manager._session_budget = (max_files, max_mb)
+
+
+def refused_uploads() -> int:
+    """How many files the upload manager refused for the current session since the last call (then resets)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    count = 0 if ctx is None else _refused.pop(ctx.session_id, 0)
+    if count:  # a refused request's bytes stay in a reference cycle (its exception's frames) until a collection
+        gc.collect()
+        release_freed_memory()
+    return count

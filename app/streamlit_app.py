@@ -29,8 +29,11 @@ if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` puts app/ 
 from app.server_config import (  # noqa: E402
     keep_uploads_in_memory,
     limit_malloc_arenas,
+    limit_session_uploads,
+    refused_uploads,
     release_freed_memory,
     release_uploads,
+    return_large_buffers,
 )
 from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E402
 from model.explain import CAM_METHODS, CamExplainer, EvidenceMap, color_bar, overlay_heatmap  # noqa: E402
@@ -64,10 +67,12 @@ REPORTS_DIR = SHIPPED_DIR / "reports"
 COLORMAPS = ["jet", "inferno", "viridis", "magma"]
 TARGETS = {"PNEUMONIA": "Evidence for pneumonia", "NORMAL": "Evidence for normal"}
 MAX_FILES = 50  # one batch; more would make every interaction slow for everyone on a small server
-MAX_BATCH_MB = 200
+MAX_BATCH_MB = 100  # held by the server while the batch is shown: 100 MB of the hosted tier's 690 (issue 21)
 
 keep_uploads_in_memory(st.get_option("server.maxUploadSize"))
 limit_malloc_arenas()
+return_large_buffers()
+limit_session_uploads(MAX_FILES, MAX_BATCH_MB)
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,7 @@ def input_ui() -> list[Upload]:
     if files:
         return _within_limits(files)
     st.session_state.pop("digests", None)
+    st.session_state.pop("refused", None)
     return sample_ui()
 
 
@@ -222,14 +228,22 @@ def flagged_samples() -> set[str]:
 
 
 def _within_limits(files) -> list[Upload]:
+    """The files of this batch to analyse. The server already refused (HTTP 413, marked failed in the browser) any
+    file over the batch limit before the script runs; this says so, and drops anything still over it."""
+    refused = st.session_state["refused"] = st.session_state.get("refused", 0) + refused_uploads()
+    held = [f for f in files if hasattr(f, "size")]  # a file released from the server comes back without its bytes
+    if refused:
+        st.error(f"{refused} file{'s' if refused > 1 else ''} (marked in red above) {'were' if refused > 1 else 'was'} "
+                 f"not accepted: one batch is at most {MAX_FILES} files and {MAX_BATCH_MB} MB. Remove some files to "
+                 "add others.")
     uploads, total = [], 0
-    for number, file in enumerate(files, start=1):
+    for number, file in enumerate(held, start=1):
         total += file.size
         if number > MAX_FILES or total > MAX_BATCH_MB * 2**20:
-            st.error(f"{len(files)} files ({sum(f.size for f in files) / 2**20:.0f} MB) were uploaded; one batch is "
+            st.error(f"{len(held)} files ({sum(f.size for f in held) / 2**20:.0f} MB) were uploaded; one batch is "
                      f"at most {MAX_FILES} files and {MAX_BATCH_MB} MB. Only the first {len(uploads)} are analysed: "
                      "remove some files to analyse the others.")
-            release_uploads([f.file_id for f in files[number - 1:]])  # the server stops holding the refused ones
+            release_uploads([f.file_id for f in held[number - 1:]])  # the server stops holding the refused ones
             break
         if "\0" in file.name:
             st.error(f"File {number} was not analysed: its name contains a null byte. Rename it and upload it again.")

@@ -1,0 +1,115 @@
+"""One tab sends one big batch: ``python -m bench soak --big-batch N --file-mb M [--kind png|random]``.
+
+Reuses the soak harness's server (``streamlit run`` on a loopback port) and memory reading. One Chromium tab
+uploads N files of M MB each in one ``set_input_files`` (as a user selecting them all at once would); the run
+waits until the page settles, then records the server's peak resident size (``VmHWM``), its resident size
+30 and 60 s later, whether the app showed its batch-limit message, and how many files the browser itself
+refused (over ``server.maxUploadSize``) or the server answered with an error. Files: ``png`` is a real
+X-ray PNG padded with random bytes after its end (a valid image, as large as asked); ``random`` is random
+bytes named ``.png``. Bounded: a time limit per run, loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench.soak import CHROMIUM, CHROMIUM_ARGS, ROOT, UPLOAD_INPUT, memory_mb, start_server, stop_server
+
+MB = 2**20
+LIMIT_TEXT = "one batch is at most"  # both of its messages say this  # the app's batch-limit message (app/streamlit_app.py)
+
+
+def padded_png(size: int, seed: int) -> bytes:
+    """A real X-ray PNG (a committed sample) followed by random bytes up to ``size`` (Pillow stops at IEND)."""
+    from PIL import Image
+
+    sample = sorted((ROOT / "app" / "samples").glob("*.jpeg"))[seed % 6]
+    buffer = io.BytesIO()
+    Image.open(sample).convert("L").save(buffer, "PNG")
+    head = buffer.getvalue()
+    return head + os.urandom(max(0, size - len(head)))
+
+
+def write_batch(folder: Path, count: int, file_mb: float, kind: str) -> list[str]:
+    paths = []
+    for i in range(count):
+        size = int(file_mb * MB)
+        data = padded_png(size, i) if kind == "png" else os.urandom(size)
+        path = folder / f"big_{kind}_{i:03d}.png"
+        path.write_bytes(data)
+        paths.append(str(path))
+    return paths
+
+
+_BUSY = """() => !!document.querySelector('[data-stale="true"]') || !!document.querySelector('[data-testid="stStatusWidget"]')
+    || !!document.querySelector('[data-testid="stFileChipIconSpinner"]')"""
+
+
+async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: dict) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(url)
+        await page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=90_000)
+        await page.get_by_text("Upload one or more chest X-rays").first.wait_for(timeout=90_000)
+        await asyncio.sleep(3)
+        out["before_hwm_mb"], out["before_rss_mb"] = memory_mb(pid)
+        peak, start = out["before_hwm_mb"], time.time()
+        await page.locator(UPLOAD_INPUT).set_input_files(paths)
+        quiet_since = None
+        while time.time() - start < timeout_s:  # settled: nothing uploading or running for 5 s in a row
+            peak = max(peak, memory_mb(pid)[0])
+            busy = await page.evaluate(_BUSY)
+            quiet_since = None if busy else (quiet_since or time.time())
+            if quiet_since and time.time() - quiet_since >= 5:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            out["errors"].append(f"the page did not settle within {timeout_s:.0f} s")
+        out["settle_s"] = round(time.time() - start, 1)
+        text = await page.inner_text("body")
+        out["limit_message"] = LIMIT_TEXT in text
+        out["too_large_in_browser"] = text.count("or smaller")  # Streamlit's "File must be 32.0MB or smaller."
+        out["file_errors_shown"] = await page.locator('[data-testid="stFileChipIconError"]').count()
+        out["files_analysed_or_refused"] = text.count("File: ")
+        alerts = await page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
+        out["app_errors"] = [a[:200] for a in alerts[:5]]
+        out["exception_shown"] = await page.locator('[data-testid="stException"]').count() > 0
+        for delay in (30, 60):  # the tab stays open, as a user would leave it
+            while time.time() - start - out["settle_s"] < delay:
+                peak = max(peak, memory_mb(pid)[0])
+                await asyncio.sleep(1)
+            out[f"rss_after_{delay}s_mb"] = round(memory_mb(pid)[1], 1)
+        out["peak_rss_mb"] = round(max(peak, memory_mb(pid)[0]), 1)
+        await browser.close()
+
+
+def run_big_batch(count: int, file_mb: float, kind: str = "png", timeout_s: float = 180) -> dict:
+    """Fresh server, one tab, one batch; returns what was measured (the server is stopped in any case)."""
+    out = {"files": count, "file_mb": file_mb, "kind": kind, "batch_mb": round(count * file_mb, 1), "errors": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paths = write_batch(folder, count, file_mb, kind)
+        process, url = start_server(folder / "server.log")
+        try:
+            asyncio.run(asyncio.wait_for(_drive(url, paths, process.pid, timeout_s, out), timeout_s + 120))
+        except TimeoutError:
+            out["errors"].append("time limit reached")
+        finally:
+            hwm, _ = memory_mb(process.pid)
+            out["peak_rss_mb"] = round(max(out.get("peak_rss_mb", 0), hwm), 1)
+            stop_server(process)
+            log = (folder / "server.log").read_text()
+            out["server_413"] = log.count("413")
+            out["errors"] += [line[:200] for line in log.splitlines() if "Traceback" in line or "analysis failed" in line]
+            out["outbound"] = sum(line.startswith("OUTBOUND") for line in log.splitlines())
+    for key in ("before_hwm_mb", "before_rss_mb"):
+        out[key] = round(out.get(key, 0), 1)
+    return out
