@@ -280,7 +280,7 @@ def build_corpus(sample_jpeg: bytes) -> dict[str, tuple[str, bytes, tuple[str, s
     return {
         "empty": ("empty.png", b"", ("error", "empty")),
         "text_as_png": ("notes.png", b"Patient notes, definitely not an image\n" * 20, ("error", "not an image we can read")),
-        "pdf": ("scan.pdf", b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF", ("error", "PDF, which is not an image format we read")),
+        "pdf": ("scan.pdf", b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF", ("error", "PDF, which is not an image format")),
         "truncated_jpeg": ("cut.jpeg", sample_jpeg[: len(sample_jpeg) // 3], ("error", "damaged or truncated")),
         "truncated_png": ("cut.png", encode(Image.fromarray(synthetic_xray(1)))[:900], ("error", "damaged or truncated")),
         "decompression_bomb": ("bomb.png", _declared_png(100_000, 100_000), ("error", "implausibly large")),
