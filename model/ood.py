@@ -36,6 +36,7 @@ MAX_COLORFULNESS = 0.06  # mean (max - min) channel spread, 0..1; grey X-rays sa
 MIN_GRAY_STD = 6.0  # uint8 grey levels: below this the image is blank or near-uniform
 PCA_COMPONENTS = 32
 CLEAN_QUANTILE = 0.995  # each detector's threshold on clean validation X-rays: together at most ~1 % cautioned
+KIND_QUANTILE = 0.99  # a kind is named only within this quantile of its own fitted examples' feature distance
 POPULATION_C = 0.1  # inverse L2 strength of the population head (chosen on leave-one-source-out validation)
 
 NEAR_LIMIT = 0.8  # feature distance ratio above which an accepted image is called close to the gate's limit
@@ -137,7 +138,12 @@ def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: in
     section["threshold_rule"] = ("largest validation-split distance" if quantile >= 1.0
                                  else f"{quantile:.3f} quantile of clean validation-split distances")
     if outside:
-        section["population"] = fit_population(train_features, outside, val_features, quantile)
+        population = fit_population(train_features, outside, val_features, quantile)
+        detector = OodDetector(section)
+        population["kind_distance_limits"] = {  # beyond these, the head's kind is a guess: "unlike any X-ray" instead
+            name: float(np.quantile(detector.distances(outside[name]), KIND_QUANTILE) / section["threshold"])
+            for name in population["classes"][1:]}
+        section["population"] = population
     return seal(section)
 
 
@@ -199,6 +205,7 @@ class PopulationHead:
         self.coef = _decode(section["coef"], (k, dim))
         self.intercept = _decode(section["intercept"], (k,))
         self.threshold = float(section["threshold"])
+        self.kind_limits = {k: float(v) for k, v in section.get("kind_distance_limits", {}).items()}
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.coef.T + self.intercept
@@ -241,9 +248,10 @@ class OodDetector:
             probabilities = self.population.probabilities(features)[0]
             outside = float((1.0 - probabilities[0]) / self.population.threshold)
             likely = self.population.classes[int(np.argmax(probabilities[1:])) + 1]  # the likeliest kind of mismatch
-            if outside > 1.0 and not reasons:  # a colour or blank image is no X-ray: naming a kind of X-ray would mislead
-                reasons.append(likely)
         ratio = float(self.distances(features)[0] / self.threshold)
+        if outside > 1.0 and not reasons:  # a colour or blank image is no X-ray: naming a kind of X-ray would mislead
+            known = ratio <= self.population.kind_limits.get(likely, np.inf)  # as near as that kind's own examples
+            reasons.append(likely if known else "features")
         if ratio > 1.0 and not reasons:
             reasons.append("features")
         return OodVerdict(not reasons, tuple(reasons), ratio, stats, outside, likely)

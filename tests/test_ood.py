@@ -142,3 +142,12 @@ def test_a_tampered_gate_is_refused_at_load(tiny_model, tmp_path):
     copy.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="ood gate checksum mismatch"):
         read_verified_metadata(copy)
+
+
+def test_a_kind_is_named_only_as_near_as_its_own_examples(population_gate):
+    section, detector = population_gate
+    assert set(section["population"]["kind_distance_limits"]) == {"adult_chest", "other_body_part", "inverted"}
+    far = _clusters(4, n=1)["adult_chest"][0]
+    far[:4] += 30.0  # further along the adult axes than any adult example was: not a kind the gate has seen
+    verdict = detector.check(far, GRAY)
+    assert verdict.likely == "adult_chest" and verdict.outside > 1 and verdict.reason == "features"
