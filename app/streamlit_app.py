@@ -45,6 +45,7 @@ from model.preprocessing import ImageInputError, colour_preview  # noqa: E402
 from model.report import DISCLAIMER, ReportContent, plain_summary, render_report  # noqa: E402
 from model.service import (  # noqa: E402
     DISPLAY_MAX_SIDE,
+    TRUST_MAP_METHOD,
     BatchItem,
     ImageAnalysis,
     Prediction,
@@ -305,7 +306,7 @@ def _short_note(item: BatchItem, threshold: float) -> str:
         return item.error or "could not be read"
     ood = item.prediction.ood
     if not ood.in_distribution:
-        return "outside the model's scope: " + ", ".join(REASON_SHORT[r] for r in ood.reasons)
+        return "outside what the model knows: " + ", ".join(REASON_SHORT[r] for r in ood.reasons)
     notes = ["borderline call"] if item.prediction.borderline(threshold) else []
     notes += ["near the gate's limit"] if ood.near_limit else []
     return "; ".join(notes)
@@ -390,21 +391,23 @@ def result_ui(upload: Upload, prediction: Prediction, threshold: float, unreliab
         statement = (f"**{label}** at threshold {threshold:.3f}: the calibrated probability "
                      f"{prediction.probability:.3f} is {side} the threshold.")
         with right:
-            if unreliable:
-                st.error(f"{unreliable} The call below is shown because you asked for it: do not rely on it.", icon="🚫")
             (st.error if label == "PNEUMONIA" else st.success)(statement)
             slot = st.empty()
+            slot.caption("Checking how far to trust this result…")
     return label, slot
 
 
 TRUST_BOXES = {"outside": ("error", "🚫"), "caution": ("warning", "⚖️"), "no warning": ("info", "✅")}
 
 
-def trust_ui(slot, trust: Trust) -> None:
+def trust_ui(slot, trust: Trust, shown_anyway: bool = False) -> None:
     """How far to trust this output, and why: the gate, a borderline call and the map's check, in one place."""
     kind, icon = TRUST_BOXES[trust.level]
+    lines = [f"**{trust.headline}**", *trust.reasons]
+    if shown_anyway:
+        lines.append("The call above is shown because you asked for it.")
     with slot.container():
-        getattr(st, kind)("  \n".join([f"**{trust.headline}**", *trust.reasons]), icon=icon)
+        getattr(st, kind)("  \n".join(lines), icon=icon)
 
 
 def explain_settings_ui() -> ExplainSettings:
@@ -443,7 +446,7 @@ def map_note(evidence: EvidenceMap, settings: ExplainSettings, metadata: ModelMe
 
 
 def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSettings,
-                   metadata: ModelMetadata) -> tuple[np.ndarray, FaithfulnessResult, str]:
+                   metadata: ModelMetadata, unreliable: bool = False) -> tuple[np.ndarray, FaithfulnessResult, str]:
     with st.spinner(f"Computing {CAM_METHODS[settings.method].label}…"):
         evidence, check = explain(upload.digest, upload.data, settings.method, settings.target)
     overlay = overlay_heatmap(analysis.display, evidence.heatmap(per_image=settings.per_image), settings.colormap,
@@ -459,7 +462,7 @@ def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSet
     with right:
         (st.info if evidence.little_evidence else st.markdown)(strength)
         sentence, detail = check.describe(settings.target)
-        box = {"supports": st.success, "weak": st.warning, "does not support": st.error}[check.verdict]
+        box = st.info if unreliable else {"supports": st.success, "weak": st.warning, "does not support": st.error}[check.verdict]
         box(f"**Does the map explain the output?** {sentence}")
         with st.expander("How is this computed?"):
             st.markdown(
@@ -518,13 +521,14 @@ def ood_ui(upload: Upload, analysis: ImageAnalysis) -> bool:
     with st.container(border=True):
         st.text(f"File: {upload.name}")
         ood = prediction.ood
-        st.warning(f"**{HEADLINE}: {ood.summary}.** The pneumonia probability is withheld: on such an image it "
+        st.error(f"**{HEADLINE}: {ood.summary}.** The pneumonia probability is withheld: on such an image it "
                    "would not mean much.", icon="🚫")
         with st.expander("How is this computed?"):
             st.markdown(f"The population gate checks every image before the model answers: {ood.message}. "
-                        f"Feature distance {ood.distance:.2f} and population score {ood.outside:.2f} of their "
-                        "limits (above 1 is flagged); both limits let through all but about 0.5 % of clean "
-                        "validation X-rays of the model's own population. See the model card: *Who this model is "
+                        f"Its feature distance is {ood.distance:.2f}× its limit; its population head gives "
+                        f"{ood.outside_probability:.0%} for *not a young child's chest X-ray* against a limit of "
+                        f"{ood.outside_limit:.0%}. Both limits let through all but about 0.5 % of clean validation "
+                        "X-rays of the model's own population. See the model card: *Who this model is "
                         "for, and what the gate refuses*.")
         shown = st.checkbox("Show the model's output anyway (unreliable)", key=_show_key(upload))
     if not shown:
@@ -557,9 +561,10 @@ def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
         operating_ui(metadata, threshold, prevalence)
     st.subheader("Where is the evidence?")
     settings = explain_settings_ui()
-    overlay, check, note = explanation_ui(upload, analysis, settings, metadata)
-    trust = prediction.trust(threshold, explanation_cautions(check, settings.target))
-    trust_ui(trust_slot, trust)
+    overlay, check, note = explanation_ui(upload, analysis, settings, metadata, unreliable is not None)
+    _, call_check = explain(upload.digest, upload.data, TRUST_MAP_METHOD, label)  # cached: often the map shown
+    trust = prediction.trust(threshold, explanation_cautions(call_check, label))
+    trust_ui(trust_slot, trust, unreliable is not None)
     gate = "accepted" if prediction.ood.in_distribution else f"flagged: {prediction.ood.message}"
     content = ReportContent(upload.name, analysis.display, overlay, f"{CAM_METHODS[settings.method].label} "
                             f"({TARGETS[settings.target].lower()})", prediction.probability, label,

@@ -72,6 +72,11 @@ class OodVerdict:
     stats: ImageStats
     outside: float = 0.0  # population head's P(not a young child's chest X-ray) / threshold: > 1 is flagged
     likely: str = INSIDE  # the population head's most likely class
+    outside_limit: float = 1.0  # the head's threshold on that probability
+
+    @property
+    def outside_probability(self) -> float:
+        return self.outside * self.outside_limit
 
     @property
     def reason(self) -> str | None:
@@ -254,4 +259,5 @@ class OodDetector:
             reasons.append(likely if known else "features")
         if ratio > 1.0 and not reasons:
             reasons.append("features")
-        return OodVerdict(not reasons, tuple(reasons), ratio, stats, outside, likely)
+        limit = self.population.threshold if self.population is not None else 1.0
+        return OodVerdict(not reasons, tuple(reasons), ratio, stats, outside, likely, limit)

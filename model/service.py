@@ -197,11 +197,16 @@ def target_log_odds_fn(predictor: Predictor, target: str):
     return lambda images: sign * predictor.predict(images).log_odds
 
 
-def explanation_cautions(check: FaithfulnessResult, target: str) -> tuple[str, ...]:
-    """A caution for the trust verdict when the map's own check does not support it (weak is said beside the map)."""
+TRUST_MAP_METHOD = "gradcam"  # the map the trust verdict checks, whatever map is on display
+
+
+def explanation_cautions(check: FaithfulnessResult, label: str) -> tuple[str, ...]:
+    """A caution for the trust verdict when the Grad-CAM map of the evidence for the call itself (``label``) fails
+    its check; the map on display may show another class or method, and never changes the verdict."""
     if check.verdict != "does not support":
         return ()
-    return (f"The heatmap's check does not support the map: {check.describe(target)[0]}",)
+    return (f"The heatmap check failed: hiding the areas the map of the evidence for {label.lower()} highlights "
+            "changes the score no more than hiding random areas.",)
 
 
 def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: ImageAnalysis, method: str,

@@ -135,12 +135,12 @@ def test_photograph_is_flagged_with_reason_and_show_anyway_is_marked(app):
     from skimage import data as skdata
 
     _upload(app, [("cat.jpeg", encode(Image.fromarray(skdata.chelsea()), "JPEG"), "image/jpeg")])
-    warning = " ".join(w.value for w in app.warning)
+    warning = " ".join(w.value for w in app.error)
     assert "Outside what this model knows" in warning and "in colour" in warning
     assert not any(m.label.startswith(PROBABILITY) for m in app.metric)
     next(c for c in app.checkbox if c.key.startswith("show_anyway_")).check().run()
     assert any(m.label == f"{PROBABILITY} (unreliable)" for m in app.metric)
-    assert any("UNRELIABLE" in e.value for e in app.error)
+    assert any("Do not rely on this result" in e.value and "because you asked for it" in e.value for e in app.error)
 
 
 def test_show_anyway_is_per_file(app):
@@ -157,7 +157,7 @@ def test_show_anyway_is_per_file(app):
     box = next(c for c in app.checkbox if c.key.startswith("show_anyway_2_"))
     assert not box.value and not any(m.label.startswith(PROBABILITY) for m in app.metric)
     rows = app.dataframe[0].value.to_dict("records")
-    assert rows[1]["result"] == "withheld" and rows[1]["note"] == "outside the model's scope: in colour, not an X-ray"
+    assert rows[1]["result"] == "withheld" and rows[1]["note"] == "outside what the model knows: in colour, not an X-ray"
 
 
 def test_png_and_dicom_uploads(app, sample_files):
@@ -191,7 +191,7 @@ def test_batch_upload_table_and_csv(app, sample_files):
     assert list(table["file"]) == [f"{i}. {f[0]}" for i, f in enumerate(files, start=1)]
     assert "None" not in table.to_csv()
     for _, row in table.iloc[:3].iterrows():  # analysed: a label and probability, or withheld with the reason
-        assert row["result"].split()[0] in ("NORMAL", "PNEUMONIA") or row["note"].startswith("outside the model's scope")
+        assert row["result"].split()[0] in ("NORMAL", "PNEUMONIA") or row["note"].startswith("outside what the model knows")
     assert table["result"].iloc[3] == "not analysed"
     assert "damaged" in table["note"].iloc[3] or "not an image" in table["note"].iloc[3]
     assert app.selectbox(key="closer").options == [f"{i}. {f[0]}" for i, f in enumerate(files, start=1)]
@@ -272,3 +272,16 @@ def test_explanation_is_on_the_fixed_scale_with_a_plain_verdict(app):
         str(e.value) for e in list(app.success) + list(app.warning) + list(app.error))
     app.toggle(key="per_image").set_value(True).run()
     assert "Per-image contrast is on" in _markdown_text(app)
+
+
+def test_the_trust_verdict_does_not_depend_on_the_map_on_display(app):
+    """The verdict checks the Grad-CAM map of the call's own class, whatever class or method the visitor shows."""
+    _pick_sample(app, 0)
+    def verdict():
+        boxes = [str(e.value) for e in list(app.error) + list(app.warning) + list(app.info)]
+        return next(b for b in boxes if b.startswith(("**Do not rely", "**Read with caution", "**No warning raised")))
+    before = verdict()
+    app.radio(key="cam_target").set_value("NORMAL").run()
+    assert verdict() == before
+    app.radio(key="cam_target").set_value("PNEUMONIA").run()
+    assert verdict() == before

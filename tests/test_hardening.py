@@ -68,7 +68,7 @@ def _check_rows(batch, rows) -> None:
         if kind == "error":
             assert row["result"] == "not analysed" and text in row["note"], (name, row)
         elif kind == "ood":
-            assert row["result"] == "withheld" and row["note"].startswith("outside the model's scope"), (name, row)
+            assert row["result"] == "withheld" and row["note"].startswith("outside what the model knows"), (name, row)
         else:  # analysed: a label and probability, or withheld for a stated reason
             label, *probability = row["result"].split()
             assert row["result"] == "withheld" or (label in ("NORMAL", "PNEUMONIA") and 0 <= float(probability[0]) <= 1), (name, row)

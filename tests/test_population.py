@@ -140,3 +140,14 @@ def test_the_app_names_the_mismatch_and_withholds_the_probability():
     shown = " ".join(str(e.value) for e in list(at.warning) + list(at.markdown) + list(at.error))
     assert "adult chest X-ray" in shown and "children aged 1–5" in shown
     assert not any(m.label.startswith("Pneumonia probability") for m in at.metric)  # withheld unless asked
+
+
+def test_the_model_card_describes_the_shipped_model_and_its_gate():
+    from model.artifact import SHIPPED_MODEL, read_verified_metadata
+
+    meta = read_verified_metadata(SHIPPED_MODEL)
+    card = (Path(__file__).resolve().parents[1] / "model" / "MODEL_CARD.md").read_text()
+    assert card.startswith(f"# Model card: {meta.model_name}, version {meta.model_version}\n")
+    assert "## Who this model is for, and what the gate refuses" in card
+    for name, value in meta.thresholds.values().items():
+        assert f"| {name}" in card and f"{value:.3f}" in card
