@@ -26,6 +26,7 @@ from model.preprocessing import PreprocessConfig
 
 SCHEMA_VERSION = 1
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+PRESETS_IN_ORDER = ("screening", "balanced", "confirmatory")  # lowest threshold first (training.metrics.ordered_presets)
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 SHIPPED_MODEL = SHIPPED_DIR / "pneumonia_efficientnet_lite0.keras"
 
@@ -76,7 +77,8 @@ class Thresholds:
     def values(self) -> dict[str, float]:
         """{"screening": 0.08, "balanced": 0.59, "confirmatory": 0.81}: the presets the app and CLI offer, in
         threshold order (lowest first), so a name never claims more sensitivity than a lower threshold gives."""
-        ordered = sorted(self.named, key=lambda name: (self.named[name].value, name))
+        rank = {name: i for i, name in enumerate(PRESETS_IN_ORDER)}  # ties (a clamped preset) keep the rules' order
+        ordered = sorted(self.named, key=lambda name: (self.named[name].value, rank.get(name, len(rank)), name))
         return {name: self.named[name].value for name in ordered}
 
     @classmethod
