@@ -267,6 +267,10 @@ def main(argv=None) -> int:
         from bench.soak import main as soak
 
         return soak(argv[1:])
+    if argv[:1] == ["retention"]:
+        from bench.retention import main as retention
+
+        return retention(argv[1:])
     if argv[:1] == ["hostile"]:
         from bench.hostile import main as hostile
 

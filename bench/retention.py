@@ -1,4 +1,4 @@
-"""One tab sends one big batch: ``python -m bench soak --big-batch N --file-mb M [--kind png|random]``.
+"""One tab sends one big batch: ``python -m bench retention --files N --file-mb M [--kind png|random]``.
 
 Reuses the soak harness's server (``streamlit run`` on a loopback port) and memory reading. One Chromium tab
 uploads N files of M MB each in one ``set_input_files`` (as a user selecting them all at once would); the run
@@ -11,9 +11,12 @@ bytes named ``.png``. Bounded: a time limit per run, loopback only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
+import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -113,3 +116,28 @@ def run_big_batch(count: int, file_mb: float, kind: str = "png", timeout_s: floa
     for key in ("before_hwm_mb", "before_rss_mb"):
         out[key] = round(out.get(key, 0), 1)
     return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench retention", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, required=True, help="files in the one batch")
+    parser.add_argument("--file-mb", type=float, default=30, help="MB per file")
+    parser.add_argument("--kind", choices=("png", "random"), default="png",
+                        help="a real X-ray PNG padded with random bytes, or random bytes named .png")
+    parser.add_argument("--label", default="", help="a note stored with the result")
+    parser.add_argument("--time-limit", type=float, default=240)
+    parser.add_argument("--out", help="add the result to this JSON list")
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)", file=sys.stderr)
+        return 2
+    result = dict(run_big_batch(args.files, args.file_mb, args.kind, args.time_limit), label=args.label)
+    print(json.dumps(result, indent=1))
+    if args.out:
+        path = Path(args.out)
+        runs = json.loads(path.read_text()) if path.exists() else []
+        same = lambda r: (r["files"], r["file_mb"], r["kind"], r.get("label")) == (  # noqa: E731
+            result["files"], result["file_mb"], result["kind"], result["label"])
+        path.write_text(json.dumps([r for r in runs if not same(r)] + [result], indent=1) + "\n")
+    return 0 if not result["errors"] and not result["outbound"] else 1

@@ -280,18 +280,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data", help="folder of X-rays to upload (default: generated from the samples)")
     parser.add_argument("--time-limit", type=float, default=3600)
     parser.add_argument("--out", help="also write the summary as JSON here")
-    parser.add_argument("--big-batch", type=int, metavar="N",
-                        help="instead: one tab sends ONE batch of N files (bench/retention.py); --out adds to a list")
-    parser.add_argument("--file-mb", type=float, default=30, help="with --big-batch: MB per file")
-    parser.add_argument("--kind", choices=("png", "random"), default="png",
-                        help="with --big-batch: a real X-ray PNG padded with random bytes, or random bytes named .png")
-    parser.add_argument("--label", default="", help="with --big-batch: a note stored with the result")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)", file=sys.stderr)
         return 2
-    if args.big_batch:
-        return _big_batch(args)
     result = run_soak(args.sessions, args.uploads, args.report_every, args.data, args.time_limit)
     summary = result.summary()
     print(json.dumps(summary, indent=1))
@@ -300,20 +292,6 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(dict(summary, errors_list=result.errors[:50]), indent=1) + "\n")
     return 0 if not result.errors and not result.outbound else 1
-
-
-def _big_batch(args) -> int:
-    from bench.retention import run_big_batch
-
-    result = dict(run_big_batch(args.big_batch, args.file_mb, args.kind, min(args.time_limit, 240)), label=args.label)
-    print(json.dumps(result, indent=1))
-    if args.out:
-        path = Path(args.out)
-        runs = json.loads(path.read_text()) if path.exists() else []
-        same = lambda r: (r["files"], r["file_mb"], r["kind"], r.get("label")) == (  # noqa: E731
-            result["files"], result["file_mb"], result["kind"], result["label"])
-        path.write_text(json.dumps([r for r in runs if not same(r)] + [result], indent=1) + "\n")
-    return 0 if not result["errors"] and not result["outbound"] else 1
 
 
 if __name__ == "__main__":
