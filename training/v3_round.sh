@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Model v3 round (rules in training/card_notes.md, written before any member trained):
+#   bash training/v3_round.sh DATA_DIR [OUTSIDE_DIR] [RUNS_DIR]
+# Trains seeds 8, 9, 10 of the 8-epoch recipe one after another (about 80 minutes each on 2 CPU cores; run it with
+# nothing else on the CPU). Each epoch is backed up (BackupAndRestore), so rerunning the same command after a stop
+# resumes the member where it was and skips finished ones. When all three exist, selects on the stress set against
+# the shipped model (v2.3) and refits the chosen network's population gate. The test split is not read here.
+set -euo pipefail
+data=${1:?usage: bash training/v3_round.sh DATA_DIR [OUTSIDE_DIR] [RUNS_DIR]}
+outside=${2:-$(dirname "$data")/external}
+runs=${3:-runs}
+cd "$(dirname "$0")/.."
+members=()
+for seed in 8 9 10; do
+  out=$runs/v3_seed$seed
+  [ -f $out/pneumonia_efficientnet_lite0.keras ] || python -m training train --data "$data" --out $out --seed $seed \
+      --split-seed 42 --stage1-epochs 0 --stage2-epochs 8 --unfreeze-blocks all --schedule cosine --stage2-lr 3e-4 \
+      --batch-size 64 --rotation 0.055 --shift 0.1 --zoom-height 0.15 --zoom-width 0.3
+  members+=(--member $out/pneumonia_efficientnet_lite0.keras)
+done
+python -m training select "${members[@]}" --data "$data" --out $runs/v3 \
+    --reference model/shipped/pneumonia_efficientnet_lite0.keras --version 3 --outside "$outside"
+# Then, as reproduce.sh does for earlier rounds: copy runs/v3 into model/shipped, evaluate --record on test,
+# agreement, ood-report, population-report, card, bench.
