@@ -16,12 +16,11 @@ import asyncio
 import io
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.soak import CHROMIUM, CHROMIUM_ARGS, ROOT, UPLOAD_INPUT, memory_mb, start_server, stop_server
+from bench.soak import CHROMIUM, CHROMIUM_ARGS, ROOT, UPLOAD_INPUT, chromium_missing, memory_mb, start_server, stop_server
 
 MB = 2**20
 LIMIT_TEXT = "one batch is at most"  # both of its messages say this  # the app's batch-limit message (app/streamlit_app.py)
@@ -129,8 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=240)
     parser.add_argument("--out", help="add the result to this JSON list")
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        print("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)", file=sys.stderr)
+    if chromium_missing():
         return 2
     result = dict(run_big_batch(args.files, args.file_mb, args.kind, args.time_limit), label=args.label)
     print(json.dumps(result, indent=1))

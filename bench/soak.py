@@ -271,6 +271,14 @@ def run_soak(sessions: int = 2, uploads: int = 15, report_every: int = 5, data: 
     return result
 
 
+def chromium_missing() -> bool:
+    """True (and says so) when Debian's chromium, which every browser benchmark drives, is not installed."""
+    if Path(CHROMIUM).exists():
+        return False
+    print("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)", file=sys.stderr)
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,8 +289,7 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=3600)
     parser.add_argument("--out", help="also write the summary as JSON here")
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        print("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)", file=sys.stderr)
+    if chromium_missing():
         return 2
     result = run_soak(args.sessions, args.uploads, args.report_every, args.data, args.time_limit)
     summary = result.summary()

@@ -138,15 +138,14 @@ def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: in
                "dim": dim, "components": k, "mean": _encode(mean), "basis": _encode(vt[:k]),
                "variances": _encode(variances), "residual_variance": residual_variance, "threshold": 1.0,
                "max_colorfulness": MAX_COLORFULNESS, "min_gray_std": MIN_GRAY_STD}
-    distances = OodDetector(section).distances(val_features)
-    section["threshold"] = float(np.quantile(distances, quantile))
+    distance = OodDetector(section).distances  # does not depend on the threshold set next
+    section["threshold"] = float(np.quantile(distance(val_features), quantile))
     section["threshold_rule"] = ("largest validation-split distance" if quantile >= 1.0
                                  else f"{quantile:.3f} quantile of clean validation-split distances")
     if outside:
         population = fit_population(train_features, outside, val_features, quantile)
-        detector = OodDetector(section)
         population["kind_distance_limits"] = {  # beyond these, the head's kind is a guess: "unlike any X-ray" instead
-            name: float(np.quantile(detector.distances(outside[name]), KIND_QUANTILE) / section["threshold"])
+            name: float(np.quantile(distance(outside[name]), KIND_QUANTILE) / section["threshold"])
             for name in population["classes"][1:]}
         section["population"] = population
     return seal(section)

@@ -147,14 +147,16 @@ def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int
         row = {"#": item.number, "file": item.name, "result": "", "probability": None, "label": "",
                "threshold": threshold, "reliable": "", "trust": "", "gate": "", "message": ""}
         analysis = item.prediction
-        if analysis is not None:  # the trust level, and the gate's reason code as the CLI prints it
-            row.update(trust=analysis.trust(threshold).level, gate=analysis.ood.reason or "accepted")
         if analysis is None:
             row.update(result="not analysed", message=item.error or "could not be read")
-        elif analysis.ood.in_distribution:
+            rows.append(row)
+            continue
+        trust = analysis.trust(threshold)
+        row.update(trust=trust.level, gate=analysis.ood.reason or "accepted")  # the reason code, as the CLI prints it
+        if analysis.ood.in_distribution:
             label = analysis.label(threshold)
             row.update(result=f"{label} {analysis.probability:.3f}", probability=round(analysis.probability, 4),
-                       label=label, reliable="yes", message=" ".join(analysis.trust(threshold).reasons))
+                       label=label, reliable="yes", message=" ".join(trust.reasons))
         elif item.number in shown_anyway:
             label = analysis.label(threshold)
             row.update(result=f"{label} {analysis.probability:.3f} (unreliable)", probability=round(analysis.probability, 4),

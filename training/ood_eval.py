@@ -89,11 +89,20 @@ def non_xray_corpus(seed: int = 0) -> list[tuple[str, bytes]]:
     return _photos(rng) + _synthetic(rng)
 
 
-def _rejected(predictor, data: bytes) -> tuple[bool, str]:
+def served_prediction(predictor, data: bytes):
+    """The app's own path for one file (decode, preprocess, LiteRT, gate); None when the file is refused before
+    the model (unreadable: never diagnosed either)."""
     try:
-        verdict = analyze_bytes(predictor, data).prediction.ood
+        return analyze_bytes(predictor, data).prediction
     except ImageInputError:
-        return True, "unreadable"  # refused before the model: also never diagnosed
+        return None
+
+
+def _rejected(predictor, data: bytes) -> tuple[bool, str]:
+    prediction = served_prediction(predictor, data)
+    if prediction is None:
+        return True, "unreadable"
+    verdict = prediction.ood
     return (not verdict.in_distribution), ",".join(verdict.reasons) or "accepted"
 
 

@@ -78,8 +78,11 @@ def load_outside(images: list[OutsideImage], config: PreprocessConfig) -> tuple[
     return (np.stack(arrays) if arrays else np.empty((0, size, size, 1), np.float32)), kept
 
 
-def counter_examples(root: str | Path, config: PreprocessConfig) -> dict[str, np.ndarray]:
-    """Population class -> images to fit the gate with: every fitted image of ``root`` by kind."""
+def counter_examples(root: str | Path | None, config: PreprocessConfig) -> dict[str, np.ndarray] | None:
+    """Population class -> images to fit the gate with: every fitted image of ``root`` by kind; None without a
+    folder (the gate is then the feature distance alone)."""
+    if not root:
+        return None
     images, kept = load_outside([i for i in list_outside(root) if i.fitted], config)
     kinds = np.array([i.kind for i in kept])
     log.info("counter-examples from %s: %s", root, {k: int(np.sum(kinds == k)) for k in sorted(set(kinds))})

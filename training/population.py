@@ -31,10 +31,8 @@ from PIL import Image, ImageOps
 from model.artifact import load_model
 from model.ood import INSIDE, OodDetector, fit_ood, image_stats
 from model.predictor import Predictor, calibrated_probability
-from model.preprocessing import ImageInputError
-from model.service import analyze_bytes
 from training import data as data_lib
-from training.ood_eval import non_xray_corpus
+from training.ood_eval import non_xray_corpus, served_prediction
 from training.outside import inverted_copies, list_outside, load_outside
 from training.train import _split_and_load, forward_all, scoring_forward
 
@@ -103,9 +101,8 @@ def _served(predictor: Predictor, blobs) -> tuple[np.ndarray, list, np.ndarray]:
     """(flagged, reasons, probabilities) through the app's own path; an unreadable file counts as flagged."""
     flagged, reasons, probabilities = [], [], []
     for blob in blobs:
-        try:
-            prediction = analyze_bytes(predictor, blob).prediction
-        except ImageInputError:
+        prediction = served_prediction(predictor, blob)
+        if prediction is None:
             flagged.append(True), reasons.append("unreadable"), probabilities.append(np.nan)
             continue
         flagged.append(not prediction.ood.in_distribution)

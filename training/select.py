@@ -124,16 +124,19 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
               "candidates": rows, "chosen": chosen, "members": [str(p) for p in members], "reference": reference,
               "reference_name": reference_name}
     (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
-    counter = counter_examples(outside, metas[0].preprocessing) if outside else None
+    counter = counter_examples(outside, metas[0].preprocessing)
     if chosen == "soup":
         _write_soup(soup, metas, members, network, (x_train, x_val, y_val), out, version, counter)
     else:
-        source = Path(reference if chosen == reference_name else members[[Path(p).parent.name for p in members].index(chosen)])
+        if chosen == reference_name:
+            source, chosen_model = Path(reference), ref_model
+        else:
+            index = [Path(p).parent.name for p in members].index(chosen)
+            source, chosen_model = Path(members[index]), loaded[index][0]
         for suffix in (".keras", ".tflite", ".json", ".history.json"):
             shutil.copy(source.with_suffix(suffix), out / source.with_suffix(suffix).name)
         copied = out / source.name
         if chosen == reference_name or counter:  # the round's rules (thresholds, gate) apply to whichever ships
-            chosen_model = ref_model if chosen == reference_name else loaded[[Path(p).parent.name for p in members].index(chosen)][0]
             refit_loaded(copied, chosen_model, read_verified_metadata(copied), (x_train, x_val, y_val), counter)
         save_metadata(copied, read_verified_metadata(copied).replace(model_version=version,
                                                                       selected_as=f"{chosen}, by the stress-validation rule"))

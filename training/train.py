@@ -201,7 +201,7 @@ def train(config: TrainConfig) -> Path:
     dataset = {"train": data_lib.fingerprint(train_examples), "validation": data_lib.fingerprint(val_examples),
                "split": {"seed": split_seed, "val_fraction": config.val_fraction,
                          "grouping": "patient id from file name", "stratified": True}}
-    outside = counter_examples(config.outside, preprocess) if config.outside else None
+    outside = counter_examples(config.outside, preprocess)
     write_artifact(model, model_path, config, preprocess, record, dataset, (x_train, x_val, y_val), outside)
     checkpoint.unlink(missing_ok=True)
     log.info("wrote %s", model_path)
@@ -294,7 +294,7 @@ def refit(model_path: str | Path, data: str, outside: str | None = None, version
         data, meta.training.get("limit_per_class", 0), split["seed"], split["val_fraction"], meta.preprocessing)
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta.dataset["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
-    counter = counter_examples(outside, meta.preprocessing) if outside else None
+    counter = counter_examples(outside, meta.preprocessing)
     return refit_loaded(model_path, model, meta.replace(model_version=version or meta.model_version),
                         (x_train, x_val, y_val), counter)
 
