@@ -254,3 +254,45 @@ def test_augmentation_is_seeded_bounded_and_leaves_the_input_alone():
     assert np.array_equal(first, again) and np.array_equal(images, before)
     assert first.shape == images.shape and first.dtype == np.float32 and 0.0 <= first.min() and first.max() <= 1.0
     assert not np.allclose(first, images)
+
+
+def test_batches_are_seeded_per_epoch_and_batch_whatever_the_fetch_order():
+    from training.pipeline import Batches
+
+    images = np.random.default_rng(1).random((10, 16, 16, 1), dtype=np.float32)
+    labels = np.array([0, 1] * 5)
+    batches = Batches(images, labels, 4, training=True, seed=7, class_weights={0: 2.0, 1: 0.5}, mixup_alpha=0.4)
+    last, first = batches[2], batches[0]  # fetched out of order, as worker threads may
+    assert len(batches) == 3 and last[0].shape == (2, 16, 16, 3) and first[1].shape == (4, 1)
+    assert np.array_equal(batches[0][0], first[0]) and np.array_equal(batches[2][2], last[2])
+    assert np.all((first[2] >= 0.5) & (first[2] <= 2.0))  # mixed up class weights stay between the two
+    batches.on_epoch_end()
+    assert not np.array_equal(batches[0][0], first[0])  # the next epoch reshuffles and re-augments
+    plain = Batches(images, labels, 4, training=False)
+    x, y, w = plain[0]
+    assert np.array_equal(x[..., 2], images[:4, ..., 0]) and y.ravel().tolist() == [0, 1, 0, 1] and np.all(w == 1)
+
+
+def test_a_fit_left_by_another_backend_is_finished_here_and_only_with_its_settings(tiny_dataset, tmp_path, monkeypatch):
+    """The accelerator path: fit on a non-TensorFlow backend stops after the fit; the same command on TensorFlow
+    writes the artifact from that fit; other settings are refused rather than mixed."""
+    import dataclasses
+
+    import keras
+
+    from model.artifact import read_verified_metadata
+    from training import train as train_lib
+
+    config = train_lib.TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "m"), weights="none", input_size=64,
+                                   batch_size=8, stage1_epochs=0, stage2_epochs=1, unfreeze_blocks="all",
+                                   val_fraction=0.25, seed=5)
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.backend, "backend", lambda: "torch")
+        patch.setattr(train_lib, "accelerator", lambda: "test accelerator")
+        fitted = train_lib.train(config)
+    assert fitted.name == train_lib.FIT_WEIGHTS and not (tmp_path / "m" / "pneumonia_efficientnet_lite0.keras").exists()
+    with pytest.raises(ValueError, match="other settings: dropout"):
+        train_lib.train(dataclasses.replace(config, dropout=0.5))
+    meta = read_verified_metadata(train_lib.train(config))
+    assert meta.training["backend"] == "torch" and meta.training["accelerator"] == "test accelerator"
+    assert not fitted.exists() and not (tmp_path / "m" / train_lib.FIT_RECORD).exists()

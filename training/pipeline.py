@@ -8,11 +8,13 @@ brightness, gamma, blur/sharpen, noise: differences between machines and
 exposures). No horizontal flip: the heart sits on the left, and a mirrored
 chest is not a realistic input.
 
-The augmentation runs in NumPy/OpenCV, one affine warp per image, in the
-input thread: about four times cheaper than Keras's three geometric layers in
-``tf.data`` (293 against 73 images/s alone, measured on this 2-core machine),
-though a full fine-tune is bound by the training step either way (8.9 against
-9.6 images/s in ``fit``). Model v2.1 was trained with it.
+The augmentation runs in NumPy/OpenCV, one affine warp per image, in
+``keras.utils.PyDataset`` worker threads: about four times cheaper than Keras's
+three geometric layers in ``tf.data`` (293 against 73 images/s alone, measured
+on this 2-core machine), though a full fine-tune is bound by the training step
+either way (8.9 against 9.6 images/s in ``fit``). Model v2.1 was trained with
+it (through ``tf.data.Dataset.from_generator``); since v3 it feeds ``fit`` as a
+PyDataset, so the same pipeline trains on any Keras backend.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import cv2
+import keras
 import numpy as np
-import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -80,58 +82,56 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, geometry: Geomet
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def _mixup(images, labels, weights, alpha, seed, batch_index):
-    """Mix each image with another of the batch: x = λ·x1 + (1-λ)·x2, labels and weights alike."""
-    batch = tf.shape(images)[0]
-    s = tf.stack([tf.constant(seed + 7, tf.int64), tf.cast(batch_index, tf.int64)])
-    g1 = tf.random.stateless_gamma([batch], s, alpha)
-    g2 = tf.random.stateless_gamma([batch], s + 1, alpha)
-    lam = g1 / (g1 + g2)
-    order = tf.random.experimental.stateless_shuffle(tf.range(batch), s + 2)
+def mixup(images, labels, weights, alpha: float, rng: np.random.Generator):
+    """Mix each example with another of the batch: x = λ·x1 + (1-λ)·x2, λ ~ Beta(α, α); labels and weights alike."""
+    lam = rng.beta(alpha, alpha, len(labels)).astype(np.float32)
+    order = rng.permutation(len(labels))
 
     def mix(a):
-        per_example = tf.reshape(lam, tf.concat([[batch], tf.ones([tf.rank(a) - 1], tf.int32)], 0))
-        return per_example * a + (1 - per_example) * tf.gather(a, order)
+        per_example = lam.reshape((-1,) + (1,) * (a.ndim - 1))
+        return per_example * a + (1 - per_example) * a[order]
 
     return mix(images), mix(labels), mix(weights)
 
 
-def _augmented_batches(images, labels, weights, batch_size, seed, geometry):
-    """A generator factory: each call is one epoch, reshuffled and re-augmented with its own seeded stream."""
-    epoch = [0]
+class Batches(keras.utils.PyDataset):
+    """Batched ((B, S, S, 3) float32, labels (B, 1), sample weights (B,)) for ``fit``, on any Keras backend.
 
-    def generate():
-        rng = np.random.default_rng([seed, epoch[0]])
-        epoch[0] += 1
-        order = rng.permutation(len(labels))
-        for start in range(0, len(order), batch_size):
-            index = np.sort(order[start:start + batch_size])
-            x = augment_batch(images[index], rng, geometry)
-            yield x, labels[index].astype(np.float32), weights[index]
-
-    return generate
-
-
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42,
-                 class_weights: dict | None = None, mixup_alpha: float = 0.0, geometry: Geometry = Geometry()):
-    """Batched ((B, S, S, 3) float32, labels (B, 1), sample weights (B,)) pipeline.
-
-    Shuffled, augmented (and mixed up when ``mixup_alpha`` > 0) when ``training``.
+    Training batches are reshuffled each epoch and augmented (and mixed up when ``mixup_alpha`` > 0) with a
+    stream seeded by (seed, epoch, batch), so threads fetching batches ahead never change what a batch holds.
     Class weights become per-sample weights so that mixup can mix them too.
     """
-    weights = np.ones(len(labels), np.float32)
-    if class_weights:
-        weights = np.array([class_weights[int(c)] for c in labels], np.float32)
-    size = images.shape[1]
-    if training:
-        signature = (tf.TensorSpec((None, size, size, 1), tf.float32), tf.TensorSpec((None,), tf.float32),
-                     tf.TensorSpec((None,), tf.float32))
-        dataset = tf.data.Dataset.from_generator(
-            _augmented_batches(images, labels, weights, batch_size, seed, geometry),
-            output_signature=signature).apply(tf.data.experimental.assert_cardinality(-(-len(labels) // batch_size)))
-        if mixup_alpha > 0:
-            dataset = dataset.enumerate().map(lambda i, b: _mixup(*b, mixup_alpha, seed, i))
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32), weights)).batch(batch_size)
-    dataset = dataset.map(lambda x, y, w: (tf.repeat(x, 3, axis=-1), y[:, None], w))
-    return dataset.prefetch(2)
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int = 42,
+                 class_weights: dict | None = None, mixup_alpha: float = 0.0, geometry: Geometry = Geometry(),
+                 workers: int = 1):
+        super().__init__(workers=workers)
+        self.images, self.labels, self.batch_size = images, labels.astype(np.float32), batch_size
+        self.weights = np.ones(len(labels), np.float32)
+        if class_weights:
+            self.weights = np.array([class_weights[int(c)] for c in labels], np.float32)
+        self.training, self.seed, self.mixup_alpha, self.geometry = training, seed, mixup_alpha, geometry
+        self.epoch = 0
+        self.order = self._epoch_order()
+
+    def _epoch_order(self):
+        if not self.training:
+            return np.arange(len(self.labels))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = self._epoch_order()
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        x, y, w = self.images[rows], self.labels[rows], self.weights[rows]
+        if self.training:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            x = augment_batch(x, rng, self.geometry)
+            if self.mixup_alpha > 0:
+                x, y, w = mixup(x, y, w, self.mixup_alpha, rng)
+        return np.repeat(x, 3, axis=-1), y[:, None], w

@@ -9,6 +9,7 @@ never read here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -67,8 +68,23 @@ class TrainConfig:
     preprocessing: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
 
 
+class OneDevice:
+    """The strategy stand-in off TensorFlow: one device, nothing to distribute."""
+
+    num_replicas_in_sync = 1
+
+    @staticmethod
+    def scope():
+        return contextlib.nullcontext()
+
+
 def select_strategy():
-    """MultiWorkerMirrored from TF_CONFIG, Mirrored on several GPUs, else the default (one device)."""
+    """On TensorFlow: MultiWorkerMirrored from TF_CONFIG, Mirrored on several GPUs, else the default (one
+    device). Other Keras backends train on their one default device."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return OneDevice()
     import tensorflow as tf
 
     if os.environ.get("TF_CONFIG"):
@@ -76,6 +92,22 @@ def select_strategy():
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def accelerator() -> str:
+    """What the fit ran on, for the training record: the GPU's name, or "cpu"."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "cpu"
+    return "cpu"
 
 
 def _learning_rate(peak, config, steps_per_epoch, epochs):
@@ -148,11 +180,20 @@ def geometry(config: TrainConfig):
     return Geometry(config.rotation, config.shift, config.zoom_height, config.zoom_width)
 
 
-def train(config: TrainConfig) -> Path:
-    """Run the whole recipe; returns the path of the written ``.keras`` model."""
-    import keras
+FIT_WEIGHTS = "fitted.weights.h5"
+FIT_RECORD = "fit_record.json"
 
-    from training.pipeline import make_dataset
+
+def train(config: TrainConfig) -> Path:
+    """Run the whole recipe; returns the path of the written ``.keras`` model.
+
+    The fit runs on any Keras backend and leaves its weights and record in ``out`` (:data:`FIT_WEIGHTS`,
+    :data:`FIT_RECORD`). Writing the artifact (calibration, gate, LiteRT export) needs TensorFlow: on another
+    backend (torch on an accelerator) this stops after the fit and returns the weights' path; the same command
+    run where TensorFlow is the backend finds the finished fit, checks that its settings and split are this
+    command's, and writes the artifact from it.
+    """
+    import keras
 
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out)
@@ -164,15 +205,46 @@ def train(config: TrainConfig) -> Path:
     split_seed = config.seed if config.split_seed < 0 else config.split_seed
     train_examples, val_examples, (x_train, y_train), (x_val, y_val) = _split_and_load(
         config.data, config.limit_per_class, split_seed, config.val_fraction, preprocess)
+    dataset = {"train": data_lib.fingerprint(train_examples), "validation": data_lib.fingerprint(val_examples),
+               "split": {"seed": split_seed, "val_fraction": config.val_fraction,
+                         "grouping": "patient id from file name", "stratified": True}}
 
+    if (out / FIT_RECORD).exists() and (out / FIT_WEIGHTS).exists():
+        model, fit_facts, history = _finished_fit(config, out, dataset)
+    else:
+        model, fit_facts, history = _fit(config, out, (x_train, y_train), (x_val, y_val))
+        _clean_copy(model, config).save_weights(str(out / FIT_WEIGHTS))  # without the optimizer's state
+        (out / FIT_RECORD).write_text(json.dumps({"config": asdict(config), "dataset": dataset, "fit": fit_facts,
+                                                   "history": _jsonable(history)}, indent=1))
+    if keras.backend.backend() != "tensorflow":
+        log.info("fitted on the %s backend: %s. Run the same command with TensorFlow as the Keras backend to "
+                 "write the artifact", keras.backend.backend(), out / FIT_WEIGHTS)
+        return out / FIT_WEIGHTS
+    record = dict(asdict(config), **fit_facts)
+    history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
+    outside = counter_examples(config.outside, preprocess)
+    write_artifact(model, model_path, config, preprocess, record, dataset, (x_train, x_val, y_val), outside)
+    for name in (FIT_WEIGHTS, FIT_RECORD):
+        (out / name).unlink()
+    log.info("wrote %s", model_path)
+    return model_path
+
+
+def _fit(config: TrainConfig, out: Path, train_arrays, val_arrays):
+    """Stage 1 (head on frozen features), then stage 2 (top blocks, BatchNorm frozen) -> (model, facts, history)."""
+    import keras
+
+    from training.pipeline import Batches
+
+    (x_train, y_train), (x_val, y_val) = train_arrays, val_arrays
     strategy = select_strategy()
     batch = config.batch_size * strategy.num_replicas_in_sync
     weights = class_weights(y_train)
-    train_ds = make_dataset(x_train, y_train, batch, training=config.augment, seed=config.seed,
-                            class_weights=weights, mixup_alpha=config.mixup_alpha, geometry=geometry(config))
-    steps = int(np.ceil(len(y_train) / batch))
-    val_ds = make_dataset(x_val, y_val, batch, training=False)
-    checkpoint = out / "best.weights.h5"
+    workers = min(4, os.cpu_count() or 1)
+    train_batches = Batches(x_train, y_train, batch, training=config.augment, seed=config.seed, class_weights=weights,
+                            mixup_alpha=config.mixup_alpha, geometry=geometry(config), workers=workers)
+    steps = len(train_batches)
+    val_batches = Batches(x_val, y_val, batch, training=False)
     history = {}
 
     with strategy.scope():
@@ -183,8 +255,8 @@ def train(config: TrainConfig) -> Path:
         _compile(model, _learning_rate(config.stage1_lr, config, steps, config.stage1_epochs), config)
     start = time.time()
     if config.stage1_epochs > 0:
-        h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage1_epochs,
-                      callbacks=_callbacks(config, checkpoint, out / "backup_stage1"), verbose=2)
+        h = model.fit(train_batches, validation_data=val_batches, epochs=config.stage1_epochs,
+                      callbacks=_callbacks(config, out / "best.weights.h5", out / "backup_stage1"), verbose=2)
         history["stage1"] = h.history
 
     # Stage 2: unfreeze the top blocks (BatchNorm stays in inference mode), lower learning rate.
@@ -192,20 +264,31 @@ def train(config: TrainConfig) -> Path:
         set_trainable_blocks(model, config.backbone, config.unfreeze_blocks, config.freeze_batchnorm)
         _compile(model, _learning_rate(config.stage2_lr, config, steps, config.stage2_epochs), config)
     if config.stage2_epochs > 0:
-        h = model.fit(train_ds, validation_data=val_ds, epochs=config.stage2_epochs,
-                      callbacks=_callbacks(config, checkpoint, out / "backup_stage2"), verbose=2)
+        h = model.fit(train_batches, validation_data=val_batches, epochs=config.stage2_epochs,
+                      callbacks=_callbacks(config, out / "best.weights.h5", out / "backup_stage2"), verbose=2)
         history["stage2"] = h.history
-    record = dict(asdict(config), train_seconds=round(time.time() - start, 1), cpu_cores=os.cpu_count(),
-                  epochs_run={k: len(v.get("loss", [])) for k, v in history.items()}, class_weights=weights)
-    history_path(model_path).write_text(json.dumps(_jsonable(history), indent=1))
-    dataset = {"train": data_lib.fingerprint(train_examples), "validation": data_lib.fingerprint(val_examples),
-               "split": {"seed": split_seed, "val_fraction": config.val_fraction,
-                         "grouping": "patient id from file name", "stratified": True}}
-    outside = counter_examples(config.outside, preprocess)
-    write_artifact(model, model_path, config, preprocess, record, dataset, (x_train, x_val, y_val), outside)
-    checkpoint.unlink(missing_ok=True)
-    log.info("wrote %s", model_path)
-    return model_path
+    (out / "best.weights.h5").unlink(missing_ok=True)
+    facts = dict(train_seconds=round(time.time() - start, 1), cpu_cores=os.cpu_count(),
+                 backend=keras.backend.backend(), accelerator=accelerator(),
+                 epochs_run={k: len(v.get("loss", [])) for k, v in history.items()}, class_weights=weights)
+    return model, facts, history
+
+
+def _finished_fit(config: TrainConfig, out: Path, dataset: dict):
+    """The fit a run left in ``out`` (perhaps on another machine and backend) -> (model, facts, history), after
+    checking it was made with this command's settings (data and out folders aside) on the same split."""
+    saved = json.loads((out / FIT_RECORD).read_text())
+    current = json.loads(json.dumps(asdict(config)))
+    differing = sorted(k for k, v in current.items() if k not in ("data", "out") and saved["config"].get(k) != v)
+    if differing:
+        raise ValueError(f"{out / FIT_RECORD} was fitted with other settings: {', '.join(differing)}")
+    for part in ("train", "validation"):
+        if saved["dataset"][part]["names_sha256"] != dataset[part]["names_sha256"]:
+            raise ValueError(f"{out / FIT_RECORD} was fitted on another {part} split than this data folder gives")
+    model = build_classifier(config.backbone, "none", config.input_size, config.dropout)
+    model.load_weights(str(out / FIT_WEIGHTS))
+    log.info("resuming from the fit in %s (%s backend, %s)", out, saved["fit"].get("backend"), saved["fit"].get("accelerator"))
+    return model, saved["fit"], saved["history"]
 
 
 def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: PreprocessConfig, record: dict,
@@ -352,9 +435,14 @@ def export(model_path: str | Path) -> ModelMetadata:
 
 def _save_clean(model, config, path):
     """Save an uncompiled copy: no optimizer state in the shipped file."""
+    _clean_copy(model, config).save(path)
+
+
+def _clean_copy(model, config):
+    """The same network and weights, uncompiled: what is saved carries no optimizer state."""
     clean = build_classifier(config.backbone, "none", config.input_size, config.dropout)
     clean.set_weights(model.get_weights())
-    clean.save(path)
+    return clean
 
 
 def _jsonable(history):

@@ -5,19 +5,37 @@
 # nothing else on the CPU). Each epoch is backed up (BackupAndRestore), so rerunning the same command after a stop
 # resumes the member where it was and skips finished ones. When all three exist, selects on the stress set against
 # the shipped model (v2.3) and refits the chosen network's population gate. The test split is not read here.
+#
+# On an accelerator, KERAS_BACKEND=torch fits the three members at once and stops there (each leaves
+# fitted.weights.h5 and fit_record.json in its run folder; TensorFlow is not needed for this part). Bring those
+# folders back and run the same command with TensorFlow: each member's artifact is written from its fit, then
+# selection runs as above.
 set -euo pipefail
 data=${1:?usage: bash training/v3_round.sh DATA_DIR [OUTSIDE_DIR] [RUNS_DIR]}
 outside=${2:-$(dirname "$data")/external}
 runs=${3:-runs}
 cd "$(dirname "$0")/.."
+backend=${KERAS_BACKEND:-tensorflow}
 members=()
 for seed in 8 9 10; do
   out=$runs/v3_seed$seed
-  [ -f $out/pneumonia_efficientnet_lite0.keras ] || python -m training train --data "$data" --out $out --seed $seed \
-      --split-seed 42 --stage1-epochs 0 --stage2-epochs 8 --unfreeze-blocks all --schedule cosine --stage2-lr 3e-4 \
-      --batch-size 64 --rotation 0.055 --shift 0.1 --zoom-height 0.15 --zoom-width 0.3
   members+=(--member $out/pneumonia_efficientnet_lite0.keras)
+  [ -f $out/pneumonia_efficientnet_lite0.keras ] && continue
+  train=(python -m training train --data "$data" --out $out --seed $seed --split-seed 42 --stage1-epochs 0
+         --stage2-epochs 8 --unfreeze-blocks all --schedule cosine --stage2-lr 3e-4 --batch-size 64 --rotation 0.055
+         --shift 0.1 --zoom-height 0.15 --zoom-width 0.3)
+  if [ "$backend" = tensorflow ]; then
+    "${train[@]}"
+  else
+    mkdir -p $out && "${train[@]}" > $out/fit.log 2>&1 &
+  fi
 done
+if [ "$backend" != tensorflow ]; then
+  wait_failed=0
+  for job in $(jobs -p); do wait $job || wait_failed=1; done
+  echo "members fitted on the $backend backend in $runs/v3_seed{8,9,10}; finish with TensorFlow: bash $0 $*"
+  exit $wait_failed
+fi
 python -m training select "${members[@]}" --data "$data" --out $runs/v3 \
     --reference model/shipped/pneumonia_efficientnet_lite0.keras --version 3 --outside "$outside"
 # Then, as reproduce.sh does for earlier rounds: copy runs/v3 into model/shipped, evaluate --record on test,
