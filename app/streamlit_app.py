@@ -317,29 +317,35 @@ def _show_key(upload: Upload) -> str:
 
 
 def threshold_ui(metadata: ModelMetadata, prevalence: float) -> None:
-    """Presets in threshold order, each with what it does on the official test split; then the slider."""
+    """Presets in threshold order, each with what it does on the official test split; then the slider. Presets
+    whose rules gave one threshold (one clamped to its neighbour to keep the order) share one button."""
     state = st.session_state
-    presets = sorted(metadata.thresholds.named.items(), key=lambda item: item[1].value)
+    named = metadata.thresholds.named
+    groups: dict[float, list[str]] = {}
+    for name, value in metadata.thresholds.values().items():
+        groups.setdefault(value, []).append(name)
     st.markdown("**Decision threshold**")
     held_out = operating_point(metadata, metadata.thresholds.default_value, prevalence)
     st.caption("Presets, from most to fewest PNEUMONIA calls. Under each: on the "
                + ("official test split (X-rays the model never saw)" if held_out.held_out else "validation split") +
                ", the share of pneumonia X-rays it finds and of normal X-rays it clears.")
-    columns = st.columns(len(presets))
-    for column, (name, preset) in zip(columns, presets):
-        point = operating_point(metadata, preset.value, prevalence)
-        active = abs(float(state.threshold) - preset.value) < 5e-4
-        default = " (default)" if name == metadata.thresholds.default else ""
-        column.button(("✓ " if active else "") + f"{name.capitalize()}{default}", key=f"preset_{name}", width="stretch",
+    columns = st.columns(len(groups))
+    for column, (value, names) in zip(columns, groups.items()):
+        point = operating_point(metadata, value, prevalence)
+        active = abs(float(state.threshold) - value) < 5e-4
+        default = " (default)" if metadata.thresholds.default in names else ""
+        label = " = ".join(name.capitalize() for name in names)
+        column.button(("✓ " if active else "") + f"{label}{default}", key=f"preset_{names[0]}", width="stretch",
                       type="primary" if active else "secondary",
-                      on_click=lambda v=preset.value: st.session_state.update(threshold=v))
-        column.caption(f"{preset.value:.3f}: finds {point.sensitivity:.0%}, clears {point.specificity:.0%}")
+                      on_click=lambda v=value: st.session_state.update(threshold=v))
+        column.caption(f"{value:.3f}: finds {point.sensitivity:.0%}, clears {point.specificity:.0%}")
     st.slider("Call PNEUMONIA when the probability is at least", 0.001, 0.999, key="threshold_slider",
               step=0.001, format="%.3f", on_change=lambda: state.update(threshold=state.threshold_slider))
     with st.expander("How is this computed?"):
         st.markdown("How each preset was chosen (on the model's validation data, before any test image was seen):")
-        for name, preset in presets:
-            st.markdown(f"- {name.capitalize()} ({preset.value:.3f}): {preset.rule}.")
+        for names in groups.values():
+            for name in names:
+                st.markdown(f"- {name.capitalize()} ({named[name].value:.3f}): {named[name].rule}.")
 
 
 def prevalence_ui() -> float:

@@ -107,10 +107,18 @@ def test_threshold_changes_label_without_recomputing(app, monkeypatch):
     assert _metric(app, "Sensitivity") <= sens_low
 
 
+def _preset_groups(meta) -> dict[float, list[str]]:
+    """Threshold -> preset names sharing it, in threshold order (a clamped preset shares its neighbour's)."""
+    groups: dict[float, list[str]] = {}
+    for name, value in meta.thresholds.values().items():
+        groups.setdefault(value, []).append(name)
+    return groups
+
+
 def test_presets_set_exactly_the_models_thresholds(app, shipped_meta):
     _pick_sample(app, 0)
-    for name, value in shipped_meta.thresholds.values().items():
-        app.button(key=f"preset_{name}").click().run()
+    for value, names in _preset_groups(shipped_meta).items():
+        app.button(key=f"preset_{names[0]}").click().run()
         assert app.session_state.threshold == value  # exact: the CLI uses the same number
         assert app.slider(key="threshold_slider").value == value
         assert f"{value:.3f}" in " ".join(e.value for e in list(app.error) + list(app.success))
@@ -254,13 +262,15 @@ def test_the_newest_upload_is_the_one_shown(app, sample_files):
 
 def test_presets_in_threshold_order_with_test_figures_and_the_active_one_marked(app, shipped_meta):
     _pick_sample(app, 0)
-    names = sorted(shipped_meta.thresholds.named, key=lambda n: shipped_meta.thresholds.named[n].value)
+    groups = _preset_groups(shipped_meta)
     buttons = [b for b in app.button if b.key.startswith("preset_")]
-    assert [b.key for b in buttons] == [f"preset_{n}" for n in names]
+    assert [b.key for b in buttons] == [f"preset_{names[0]}" for names in groups.values()]
+    assert [b.label.removeprefix("✓ ").removesuffix(" (default)") for b in buttons] == [
+        " = ".join(n.capitalize() for n in names) for names in groups.values()]  # a shared threshold, one button
     default = shipped_meta.thresholds.default
-    assert [b.label.startswith("✓") for b in buttons] == [n == default for n in names]
+    assert [b.label.startswith("✓") for b in buttons] == [default in names for names in groups.values()]
     captions = " ".join(c.value for c in app.caption)
-    assert all(f"{shipped_meta.thresholds.named[n].value:.3f}: finds" in captions for n in names)
+    assert all(f"{value:.3f}: finds" in captions for value in groups)
 
 
 def test_explanation_is_on_the_fixed_scale_with_a_plain_verdict(app):

@@ -296,3 +296,21 @@ def test_a_fit_left_by_another_backend_is_finished_here_and_only_with_its_settin
     meta = read_verified_metadata(train_lib.train(config))
     assert meta.training["backend"] == "torch" and meta.training["accelerator"] == "test accelerator"
     assert not fitted.exists() and not (tmp_path / "m" / train_lib.FIT_RECORD).exists()
+
+
+def test_agreement_refuses_files_other_than_those_the_selection_scored(tmp_path):
+    """Once the choice ships, the shipped path holds the new model, not the round's reference: rescoring it as
+    the reference would report the new model twice."""
+    from model.artifact import sha256_file
+    from training.select import _check_same_files
+
+    member, shipped, kept = (tmp_path / name for name in ("member.keras", "shipped.keras", "kept.keras"))
+    member.write_bytes(b"member")
+    shipped.write_bytes(b"v2.3")
+    kept.write_bytes(b"v2.3")
+    report = {"members": [str(member)], "reference": str(shipped),
+              "sha256": {str(member): sha256_file(member), str(shipped): sha256_file(shipped)}}
+    _check_same_files(report, str(kept))  # the reference, moved: accepted
+    shipped.write_bytes(b"v3")
+    with pytest.raises(ValueError, match="not the file the selection scored"):
+        _check_same_files(report, str(shipped))

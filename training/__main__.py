@@ -75,6 +75,8 @@ def _agreement_parser(sub):
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True)
+    p.add_argument("--reference", help="where the round's reference model lives now, if not where the selection "
+                                       "recorded it (checked against the round's record)")
 
 
 def _ood_report_parser(sub):

@@ -125,7 +125,9 @@ def _recipe(training: dict) -> str:
 
 def _machine(training: dict) -> str:
     """Where it trained, when the record says (older records do not)."""
-    cores = training.get("cpu_cores")
+    accelerator, cores = training.get("accelerator", "cpu"), training.get("cpu_cores")
+    if accelerator != "cpu":
+        return f" on one {accelerator} (Keras on the {training.get('backend', 'tensorflow')} backend)"
     return f" on {cores} CPU cores" if cores else ""
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import history_path, litert_entry, litert_path, load_model, read_verified_metadata, save_metadata
+from model.artifact import history_path, litert_entry, litert_path, load_model, read_verified_metadata, save_metadata, sha256_file
 from model.backbones import build_classifier, network_layout
 from model.forward_pass import export_litert, keras_forward
 from model.predictor import calibrated_probability
@@ -122,7 +122,8 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     report = {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "tie": TIE, "stress": stress.describe(),
               "candidates": rows, "chosen": chosen, "members": [str(p) for p in members], "reference": reference,
-              "reference_name": reference_name}
+              "reference_name": reference_name,
+              "sha256": {str(p): sha256_file(p) for p in [*members, *([reference] if reference else [])]}}
     (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
     counter = counter_examples(outside, metas[0].preprocessing)
     if chosen == "soup":
@@ -141,6 +142,17 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
         save_metadata(copied, read_verified_metadata(copied).replace(model_version=version,
                                                                       selected_as=f"{chosen}, by the stress-validation rule"))
     return report
+
+
+def _check_same_files(report: dict, reference: str | None) -> None:
+    """Refuse to score files other than those the selection scored (by the checksums it recorded)."""
+    recorded = report.get("sha256", {})
+    named = dict(zip(report["members"], report["members"]))
+    if reference and report.get("reference"):
+        named[report["reference"]] = reference
+    for recorded_path, path in named.items():
+        if recorded_path in recorded and sha256_file(path) != recorded[recorded_path]:
+            raise ValueError(f"{path} is not the file the selection scored as {recorded_path} (checksum differs)")
 
 
 def reference_label(meta) -> str:
@@ -180,15 +192,21 @@ def _write_soup(soup, metas, members, network, arrays, out: Path, version: str, 
     return model_path
 
 
-def agreement(selection: str, data: str, out: str, split: str = "test") -> dict:
+def agreement(selection: str, data: str, out: str, split: str = "test", reference: str | None = None) -> dict:
     """After the choice: every candidate scored on ``split`` (reporting only), and whether the stress ranking
-    agreed with that split's ranking (Kendall's tau over the candidates; where the chosen one lands)."""
+    agreed with that split's ranking (Kendall's tau over the candidates; where the chosen one lands).
+
+    ``reference``: where the round's reference lives now, when the path the selection recorded holds another
+    model (the shipped path does once the choice ships). The files scored must be the ones the round scored:
+    their checksums (recorded since v3) or, for older reports, the reference's version label are checked."""
     from scipy.stats import kendalltau
 
     from training import data as data_lib
     from training import metrics as metrics_lib
 
     report = json.loads(Path(selection).read_text())
+    reference = reference or report.get("reference")
+    _check_same_files(report, reference)
     loaded = [load_model(p) for p in report["members"]]
     meta = loaded[0][1]
     images, labels, _ = data_lib.load_images(data_lib.list_split(data, split), meta.preprocessing)
@@ -201,8 +219,11 @@ def agreement(selection: str, data: str, out: str, split: str = "test") -> dict:
     soup = build_classifier(meta.backbone, "none", meta.input_size, meta.training["dropout"])
     soup.set_weights(soup_weights([m for m, _ in loaded]))
     logits["soup"] = logits_of(soup)
-    if report.get("reference"):
-        ref_model, ref_meta = load_model(report["reference"])
+    if reference:
+        ref_model, ref_meta = load_model(reference)
+        if report.get("reference_name") and reference_label(ref_meta) != report["reference_name"]:
+            raise ValueError(f"{reference} is {reference_label(ref_meta)}, not the round's {report['reference_name']}: "
+                             "pass --reference with where that model lives now")
         logits[report.get("reference_name") or reference_label(ref_meta)] = logits_of(ref_model)
     rows = []
     for row in report["candidates"]:

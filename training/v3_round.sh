@@ -36,7 +36,15 @@ if [ "$backend" != tensorflow ]; then
   echo "members fitted on the $backend backend in $runs/v3_seed{8,9,10}; finish with TensorFlow: bash $0 $*"
   exit $wait_failed
 fi
-python -m training select "${members[@]}" --data "$data" --out $runs/v3 \
-    --reference model/shipped/pneumonia_efficientnet_lite0.keras --version 3 --outside "$outside"
+# The reference is v2.3, the shipped model before this round. The choice replaces the shipped files, so the round
+# scores (and 'agreement' later rescores) a copy of v2.3 kept in the runs folder.
+reference=$runs/v2_3/pneumonia_efficientnet_lite0.keras
+if [ ! -f $reference ]; then
+  grep -q '"model_version": "2.3"' model/shipped/pneumonia_efficientnet_lite0.json ||
+    { echo "the shipped model is not v2.3: put v2.3's files in $runs/v2_3 (git history has them)" >&2; exit 1; }
+  mkdir -p $runs/v2_3 && cp model/shipped/pneumonia_efficientnet_lite0.{keras,tflite,json,history.json} $runs/v2_3/
+fi
+python -m training select "${members[@]}" --data "$data" --out $runs/v3 --reference $reference --version 3 \
+    --outside "$outside"
 # Then, as reproduce.sh does for earlier rounds: copy runs/v3 into model/shipped, evaluate --record on test,
 # agreement, ood-report, population-report, card, bench.
