@@ -9,7 +9,8 @@ exposures). No horizontal flip: the heart sits on the left, and a mirrored
 chest is not a realistic input.
 
 The augmentation runs in NumPy/OpenCV, one affine warp per image, in
-``keras.utils.PyDataset`` worker threads: about four times cheaper than Keras's
+``keras.utils.PyDataset`` worker threads (on TensorFlow; one worker on other
+backends, see ``training.train._fit``): about four times cheaper than Keras's
 three geometric layers in ``tf.data`` (293 against 73 images/s alone, measured
 on this 2-core machine), though a full fine-tune is bound by the training step
 either way (8.9 against 9.6 images/s in ``fit``). Model v2.1 was trained with
@@ -98,7 +99,9 @@ class Batches(keras.utils.PyDataset):
     """Batched ((B, S, S, 3) float32, labels (B, 1), sample weights (B,)) for ``fit``, on any Keras backend.
 
     Training batches are reshuffled each epoch and augmented (and mixed up when ``mixup_alpha`` > 0) with a
-    stream seeded by (seed, epoch, batch), so threads fetching batches ahead never change what a batch holds.
+    stream seeded by (seed, pass, batch), so worker threads fetching batches out of order never change what a
+    batch holds. The pass counter is this dataset's, not Keras's epoch: it also counts the reset some backends do
+    before the first epoch, runs on across fits, and restarts when a stopped run resumes (as v2.1's generator did).
     Class weights become per-sample weights so that mixup can mix them too.
     """
 

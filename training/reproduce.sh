@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped model (v3) and every figure in README.md and model/MODEL_CARD.md.
-#   bash training/reproduce.sh DATA_DIR [OUTSIDE_DIR]     (about 5 h on 2 CPU cores)
+#   bash training/reproduce.sh DATA_DIR [OUTSIDE_DIR]     (about 9 h on 2 CPU cores; v3's members are 4 h of it,
+#   minutes on a GPU: see training/v3_round.sh)
 # OUTSIDE_DIR holds the counter-examples for the population gate (default ../shared/data/external; layout in
 # training/outside.py).
 # Trains into runs/, selects on the shift-stress validation, then copies the chosen artifact and its reports

@@ -27,6 +27,10 @@ DEFAULT_GRID = {
 
 def search(base: TrainConfig, grid: dict | None = None, max_trials: int = 0) -> list[dict]:
     """Run every combination of ``grid`` (at most ``max_trials`` if > 0); return trials best first."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":  # off TensorFlow, train stops after the fit: nothing to rank
+        raise RuntimeError("search needs TensorFlow as the Keras backend (it ranks finished artifacts)")
     grid = grid or DEFAULT_GRID
     names = list(grid)
     combos = list(itertools.product(*(grid[n] for n in names)))

@@ -240,7 +240,10 @@ def _fit(config: TrainConfig, out: Path, train_arrays, val_arrays):
     strategy = select_strategy()
     batch = config.batch_size * strategy.num_replicas_in_sync
     weights = class_weights(y_train)
-    workers = min(4, os.cpu_count() or 1)
+    # Worker threads only on TensorFlow: on torch (and JAX) Keras 3.15's fit pulls a first batch, then resets the
+    # PyDataset while its prefetch threads hold up to a queue's worth of batches, which the next epoch serves first
+    # (a few batches of each epoch's shuffle slip into the next). One worker keeps every epoch exactly one shuffle.
+    workers = min(4, os.cpu_count() or 1) if keras.backend.backend() == "tensorflow" else 1
     train_batches = Batches(x_train, y_train, batch, training=config.augment, seed=config.seed, class_weights=weights,
                             mixup_alpha=config.mixup_alpha, geometry=geometry(config), workers=workers)
     steps = len(train_batches)
@@ -269,7 +272,7 @@ def _fit(config: TrainConfig, out: Path, train_arrays, val_arrays):
         history["stage2"] = h.history
     (out / "best.weights.h5").unlink(missing_ok=True)
     facts = dict(train_seconds=round(time.time() - start, 1), cpu_cores=os.cpu_count(),
-                 backend=keras.backend.backend(), accelerator=accelerator(),
+                 backend=keras.backend.backend(), keras_version=keras.__version__, accelerator=accelerator(),
                  epochs_run={k: len(v.get("loss", [])) for k, v in history.items()}, class_weights=weights)
     return model, facts, history
 
@@ -279,9 +282,11 @@ def _finished_fit(config: TrainConfig, out: Path, dataset: dict):
     checking it was made with this command's settings (data and out folders aside) on the same split."""
     saved = json.loads((out / FIT_RECORD).read_text())
     current = json.loads(json.dumps(asdict(config)))
-    differing = sorted(k for k, v in current.items() if k not in ("data", "out") and saved["config"].get(k) != v)
+    where = ("data", "out", "outside")  # folders, which differ between machines; outside is read after the fit
+    differing = sorted(k for k, v in current.items() if k not in where and saved["config"].get(k) != v)
     if differing:
-        raise ValueError(f"{out / FIT_RECORD} was fitted with other settings: {', '.join(differing)}")
+        raise ValueError(f"{out / FIT_RECORD} was fitted with other settings: {', '.join(differing)} (delete "
+                         f"{FIT_WEIGHTS} and {FIT_RECORD} there to fit again)")
     for part in ("train", "validation"):
         if saved["dataset"][part]["names_sha256"] != dataset[part]["names_sha256"]:
             raise ValueError(f"{out / FIT_RECORD} was fitted on another {part} split than this data folder gives")

@@ -6,7 +6,7 @@
 # resumes the member where it was and skips finished ones. When all three exist, selects on the stress set against
 # the shipped model (v2.3) and refits the chosen network's population gate. The test split is not read here.
 #
-# On an accelerator, KERAS_BACKEND=torch fits the three members at once and stops there (each leaves
+# On an accelerator, KERAS_BACKEND=torch (any backend but TensorFlow) fits the three members at once and stops there (each leaves
 # fitted.weights.h5 and fit_record.json in its run folder; TensorFlow is not needed for this part). Bring those
 # folders back and run the same command with TensorFlow: each member's artifact is written from its fit, then
 # selection runs as above.
@@ -15,7 +15,8 @@ data=${1:?usage: bash training/v3_round.sh DATA_DIR [OUTSIDE_DIR] [RUNS_DIR]}
 outside=${2:-$(dirname "$data")/external}
 runs=${3:-runs}
 cd "$(dirname "$0")/.."
-backend=${KERAS_BACKEND:-tensorflow}
+backend=$(python -c 'import keras; print(keras.backend.backend())' | tail -1)  # KERAS_BACKEND or ~/.keras/keras.json
+pids=()
 members=()
 for seed in 8 9 10; do
   out=$runs/v3_seed$seed
@@ -27,14 +28,15 @@ for seed in 8 9 10; do
   if [ "$backend" = tensorflow ]; then
     "${train[@]}"
   else
-    mkdir -p $out && "${train[@]}" > $out/fit.log 2>&1 &
+    mkdir -p $out && { "${train[@]}" > $out/fit.log 2>&1 & pids+=($!); }
   fi
 done
 if [ "$backend" != tensorflow ]; then
-  wait_failed=0
-  for job in $(jobs -p); do wait $job || wait_failed=1; done
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ $failed = 0 ] || { echo "a member failed: see $runs/v3_seed*/fit.log" >&2; exit 1; }
   echo "members fitted on the $backend backend in $runs/v3_seed{8,9,10}; finish with TensorFlow: bash $0 $*"
-  exit $wait_failed
+  exit 0
 fi
 # The reference is v2.3, the shipped model before this round. The choice replaces the shipped files, so the round
 # scores (and 'agreement' later rescores) a copy of v2.3 kept in the runs folder.
