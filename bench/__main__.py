@@ -275,6 +275,10 @@ def main(argv=None) -> int:
         from bench.hostile import main as hostile
 
         return hostile(argv[1:])
+    if argv[:1] == ["faithfulness"]:
+        from bench.faithfulness import main as faithfulness
+
+        return faithfulness(argv[1:])
     if argv[:1] == ["infill"]:
         from bench.infill import main as infill
 

@@ -94,6 +94,8 @@ python -m training card --model "$model" --test-report "$reports/test.json" --oo
     --variant-report "$reports/variant_v3_test.json" --variant-report "$reports/seed7_test.json" \
     --split-probe-report "$reports/split_probe.json" --population-report "$reports/population.json"
 python -m bench infill --data "$data/test" --n 30 --out bench/infill.json
+python -m bench faithfulness --data "$data/test" --n 60 --model "$model" \
+    --model runs/v2_3/pneumonia_efficientnet_lite0.keras --out bench/faithfulness.json
 # The real server: 3 Chromium sessions, 201 distinct test X-rays in all, a PDF report every 10th; then 8 at once.
 python -m bench soak --sessions 3 --uploads 67 --report-every 10 --data "$data/test" --out bench/soak.json
 python -m bench soak --sessions 8 --uploads 5 --report-every 0 --data "$data/test" --out bench/concurrency.json
