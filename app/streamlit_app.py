@@ -321,9 +321,7 @@ def threshold_ui(metadata: ModelMetadata, prevalence: float) -> None:
     whose rules gave one threshold (one clamped to its neighbour to keep the order) share one button."""
     state = st.session_state
     named = metadata.thresholds.named
-    groups: dict[float, list[str]] = {}
-    for name, value in metadata.thresholds.values().items():
-        groups.setdefault(value, []).append(name)
+    groups = metadata.thresholds.by_value()
     st.markdown("**Decision threshold**")
     held_out = operating_point(metadata, metadata.thresholds.default_value, prevalence)
     st.caption("Presets, from most to fewest PNEUMONIA calls. Under each: on the "

@@ -81,6 +81,14 @@ class Thresholds:
         ordered = sorted(self.named, key=lambda name: (self.named[name].value, rank.get(name, len(rank)), name))
         return {name: self.named[name].value for name in ordered}
 
+    def by_value(self) -> dict[float, list[str]]:
+        """{0.156: ["screening"], 0.734: ["balanced", "confirmatory"]}: the presets grouped by threshold, in
+        threshold order; a preset clamped to its neighbour shares that neighbour's threshold, so one choice."""
+        groups: dict[float, list[str]] = {}
+        for name, value in self.values().items():
+            groups.setdefault(value, []).append(name)
+        return groups
+
     @classmethod
     def from_dict(cls, data: Mapping) -> Thresholds:
         named = {name: Threshold(**entry) for name, entry in data.items() if name != "default"}

@@ -107,17 +107,9 @@ def test_threshold_changes_label_without_recomputing(app, monkeypatch):
     assert _metric(app, "Sensitivity") <= sens_low
 
 
-def _preset_groups(meta) -> dict[float, list[str]]:
-    """Threshold -> preset names sharing it, in threshold order (a clamped preset shares its neighbour's)."""
-    groups: dict[float, list[str]] = {}
-    for name, value in meta.thresholds.values().items():
-        groups.setdefault(value, []).append(name)
-    return groups
-
-
 def test_presets_set_exactly_the_models_thresholds(app, shipped_meta):
     _pick_sample(app, 0)
-    for value, names in _preset_groups(shipped_meta).items():
+    for value, names in shipped_meta.thresholds.by_value().items():
         app.button(key=f"preset_{names[0]}").click().run()
         assert app.session_state.threshold == value  # exact: the CLI uses the same number
         assert app.slider(key="threshold_slider").value == value
@@ -262,7 +254,7 @@ def test_the_newest_upload_is_the_one_shown(app, sample_files):
 
 def test_presets_in_threshold_order_with_test_figures_and_the_active_one_marked(app, shipped_meta):
     _pick_sample(app, 0)
-    groups = _preset_groups(shipped_meta)
+    groups = shipped_meta.thresholds.by_value()
     buttons = [b for b in app.button if b.key.startswith("preset_")]
     assert [b.key for b in buttons] == [f"preset_{names[0]}" for names in groups.values()]
     assert [b.label.removeprefix("✓ ").removesuffix(" (default)") for b in buttons] == [

@@ -35,6 +35,9 @@ def test_operating_point_falls_back_to_the_validation_table_and_says_so():
     assert METADATA.thresholds.values() == {"balanced": 0.2, "screening": 0.1} and METADATA.thresholds.default_value == 0.2
     screening_default = Thresholds("screening", METADATA.thresholds.named)
     assert list(screening_default.values()) == ["screening", "balanced"]  # threshold order, whichever is the default
+    clamped = Thresholds("balanced", {"confirmatory": Threshold(0.2, "r"), "balanced": Threshold(0.2, "r"),
+                                      "screening": Threshold(0.1, "r")})
+    assert clamped.by_value() == {0.1: ["screening"], 0.2: ["balanced", "confirmatory"]}  # one choice, rules' order
 
 
 def test_held_out_operating_point_is_exact_at_any_threshold():

@@ -147,7 +147,7 @@ def select(members: list[str], data: str, out: str, reference: str | None = None
 def _check_same_files(report: dict, reference: str | None) -> None:
     """Refuse to score files other than those the selection scored (by the checksums it recorded)."""
     recorded = report.get("sha256", {})
-    named = dict(zip(report["members"], report["members"]))
+    named = {path: path for path in report["members"]}
     if reference and report.get("reference"):
         named[report["reference"]] = reference
     for recorded_path, path in named.items():
