@@ -52,7 +52,7 @@ REQUIRED_FIELDS = {
     "sha256": str,
 }
 OPTIONAL_FIELDS = {"model_version": str, "runtime": dict, "ood": dict, "stress": dict, "selected_as": str,
-                   "validation_prevalence": float, "cam_scale": dict}
+                   "validation_prevalence": float, "cam_scale": dict, "explanation": dict}
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,23 @@ class CamScale:
 
 
 @dataclass(frozen=True)
+class ExplanationChoice:
+    """Which heatmap a visitor sees first, chosen per model by a written rule (:mod:`training.explanations`) on
+    validation X-rays, with what was measured for every candidate and for the check's controls."""
+
+    default: str  # the method shown first (a key of model.explain.CAM_METHODS)
+    rule: str  # the rule, in words
+    candidates: Mapping[str, Mapping]  # method -> supports (class -> share), sanity (step -> |rho|), extra_passes
+    controls: Mapping[str, Mapping[str, float]]  # control map -> class -> share of "supports" through the same check
+    images: Mapping[str, int]  # class -> validation X-rays measured (sanity on fewer: candidates' own record)
+
+    def sanity(self, method: str) -> float | None:
+        """Rank correlation left after the head and the top block are re-initialised (lower is better)."""
+        value = self.candidates.get(method, {}).get("sanity", {}).get("head + top block")
+        return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
 class NetworkLayout:
     """What the forward pass (:mod:`model.forward_pass`) needs to know about a network."""
 
@@ -190,6 +207,7 @@ class ModelMetadata:
     selected_as: str | None = None
     validation_prevalence: float | None = None
     cam_scale: CamScale | None = None  # absent in metadata written before it existed: maps then scale per image
+    explanation: ExplanationChoice | None = None  # absent before the rule existed: Grad-CAM is shown first
     class_names: tuple[str, ...] = CLASS_NAMES
     schema_version: int = SCHEMA_VERSION
 
@@ -209,6 +227,7 @@ class ModelMetadata:
             metrics=Metrics(**data["metrics"]),
             runtime=LiteRtFile(**data["runtime"]) if data.get("runtime") else None,
             cam_scale=CamScale(**data["cam_scale"]) if data.get("cam_scale") else None,
+            explanation=ExplanationChoice(**data["explanation"]) if data.get("explanation") else None,
         ))
 
     def to_dict(self) -> dict:
@@ -222,6 +241,7 @@ class ModelMetadata:
             metrics=self.metrics.to_dict(),
             runtime=dataclasses.asdict(self.runtime) if self.runtime else None,
             cam_scale=_cam_scale_dict(self.cam_scale) if self.cam_scale else None,
+            explanation=dataclasses.asdict(self.explanation) if self.explanation else None,
         )
         return _drop_none(out)
 
@@ -319,6 +339,11 @@ def _value_problems(meta: Mapping) -> list[str]:
         problems.append("runtime must name the LiteRT file and its sha256")
     if meta.get("cam_scale") is not None:
         problems += _cam_scale_problems(meta["cam_scale"])
+    explanation = meta.get("explanation")
+    if explanation is not None and (set(explanation) != {f.name for f in dataclasses.fields(ExplanationChoice)}
+                                    or explanation.get("default") not in explanation.get("candidates", {})):
+        problems.append("explanation must have exactly: default, rule, candidates, controls, images; "
+                        "and its default must be one of its candidates")
     sections = {"preprocessing": PreprocessConfig, "calibration": Calibration, "runtime": LiteRtFile, "metrics": Metrics}
     for key, kind in sections.items():
         if key in meta and not set(meta[key]) <= {f.name for f in dataclasses.fields(kind)}:
@@ -356,7 +381,7 @@ def _jsonable(meta: Mapping) -> dict:
     """A metadata mapping whose typed parts (thresholds, runtime entry, preprocessing) are plain JSON."""
     converters = {PreprocessConfig: PreprocessConfig.to_dict, LiteRtFile: dataclasses.asdict, NetworkLayout: dataclasses.asdict,
                   Calibration: dataclasses.asdict, Thresholds: Thresholds.to_dict, Metrics: Metrics.to_dict,
-                  CamScale: _cam_scale_dict}
+                  CamScale: _cam_scale_dict, ExplanationChoice: dataclasses.asdict}
     return {k: converters[type(v)](v) if type(v) in converters else v for k, v in meta.items()}
 
 

@@ -1,12 +1,16 @@
-"""Class activation maps: Grad-CAM, Grad-CAM++ and Score-CAM as entries of one registry.
+"""Heatmaps: Grad-CAM, Grad-CAM++, Score-CAM and occlusion as entries of one registry.
 
 Shared work (:class:`CamExplainer`): from the model's forward pass
 (:mod:`model.forward_pass`: the target layer's activations, the gradients of the
 PNEUMONIA logit with respect to them, and the logit, all from the pass that made
-the prediction) to weighting, ReLU, upsampling and normalisation. Each method
-(:class:`CamMethod`) supplies only its channel weights, and says what it costs.
-The formulas follow tf-keras-vis (the tests check ours against it); tf-keras-vis
+the prediction) to a map in the method's own units, upsampling and scaling. Each
+class activation method (:class:`CamMethod`) supplies only its channel weights;
+occlusion (:class:`OcclusionMethod`) hides one patch of the image at a time and
+maps how far the evidence falls. Each says what it costs in extra passes.
+The CAM formulas follow tf-keras-vis (the tests check ours against it); tf-keras-vis
 itself rebuilds the model on every call (~0.5 s here), too slow for an app.
+Which method a visitor sees first is chosen per model by a written rule
+(:mod:`training.explanations`) and stored in its metadata.
 """
 
 from __future__ import annotations
@@ -24,17 +28,24 @@ from model.predictor import sigmoid, target_sign
 SCORECAM_CHANNELS = 32  # the most active channels used as Score-CAM masks
 CAM_SCALE_PERCENTILE = 95.0  # full colour = this percentile of the map peaks over the validation images of a class
 LITTLE_EVIDENCE = 0.25  # a map whose strongest spot stays below this share of full scale shows little evidence anywhere
+OCCLUSION_PATCH = 32  # pixels per side of the patch occlusion hides
+OCCLUSION_FILL_SIGMA = 12.0  # a hidden patch is filled from its surroundings (normalised Gaussian convolution)
+OCCLUSION_CHUNK = 16  # occluded images built and scored at a time: bounds memory (16 x 0.6 MB)
+DEFAULT_METHOD = "gradcam"  # the map shown first for a model whose metadata names none (written before the rule)
 
 
 @dataclass(frozen=True)
 class CamInputs:
-    """What a weight function sees for one image, already signed for the target class."""
+    """What a method sees for one image, already signed for the target class."""
 
     image: np.ndarray  # (S, S, 3) preprocessed
     activations: np.ndarray  # (h, w, C)
     gradients: np.ndarray  # (h, w, C) d target log-odds / d activations
     logit: float  # target log-odds before temperature
-    target_probability: Callable[[np.ndarray], np.ndarray]  # masked images -> probability of the target
+    target_log_odds: Callable[[np.ndarray], np.ndarray]  # images -> target log-odds before temperature
+
+    def target_probability(self, images: np.ndarray) -> np.ndarray:
+        return sigmoid(self.target_log_odds(images))
 
 
 def _gradcam_weights(x: CamInputs) -> np.ndarray:
@@ -67,6 +78,8 @@ def _scorecam_weights(x: CamInputs) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CamMethod:
+    """A class activation map: ReLU of the layer's activations weighted per channel."""
+
     name: str  # the key used by the CLI, the app and the bench
     label: str  # for people
     weights: Callable[[CamInputs], np.ndarray]  # one weight per channel of the CAM layer
@@ -76,17 +89,80 @@ class CamMethod:
     def slow(self) -> bool:
         return self.extra_passes > 0
 
+    def raw(self, x: CamInputs) -> np.ndarray:
+        """(h, w) at the layer's resolution, >= 0."""
+        return np.maximum((x.activations * self.weights(x)).sum(axis=-1), 0.0)
+
+
+@dataclass(frozen=True)
+class OcclusionMethod:
+    """Occlusion (Zeiler & Fergus 2014): hide one square patch at a time, filled from its surroundings so no
+    edge or flat grey is left for the network to react to, and record how far the target's log-odds fall. A
+    pixel's value is the mean fall over the patches that cover it (negative falls count as none).
+
+    ``grids``: (first offset, stride) pairs; each gives patch positions along both axes, and their union is used.
+    """
+
+    name: str
+    label: str
+    grids: tuple[tuple[int, int], ...]
+    extra_passes: int  # len(positions(224)): checked by a test
+
+    @property
+    def slow(self) -> bool:
+        return True
+
+    def positions(self, size: int) -> list[tuple[int, int]]:
+        found = set()
+        for first, stride in self.grids:
+            starts = range(first, size - OCCLUSION_PATCH + 1, stride)
+            found.update((r, c) for r in starts for c in starts)
+        return sorted(found)
+
+    def raw(self, x: CamInputs) -> np.ndarray:
+        """(S, S) mean fall of the target log-odds over the patches covering each pixel, >= 0."""
+        image, size = x.image, x.image.shape[0]
+        positions = self.positions(size)
+        falls = []
+        for start in range(0, len(positions), OCCLUSION_CHUNK):
+            chunk = positions[start:start + OCCLUSION_CHUNK]
+            falls.append(x.logit - x.target_log_odds(np.stack([_occluded(image, r, c) for r, c in chunk])))
+        total, count = np.zeros((size, size), np.float64), np.zeros((size, size), np.float64)
+        for (r, c), fall in zip(positions, np.concatenate(falls)):
+            total[r:r + OCCLUSION_PATCH, c:c + OCCLUSION_PATCH] += fall
+            count[r:r + OCCLUSION_PATCH, c:c + OCCLUSION_PATCH] += 1
+        return np.maximum(total / np.maximum(count, 1), 0.0).astype(np.float32)
+
+
+def _occluded(image: np.ndarray, row: int, col: int) -> np.ndarray:
+    """``image`` with the patch at (row, col) replaced by a normalised Gaussian convolution of what surrounds it."""
+    size, margin = image.shape[0], int(3 * OCCLUSION_FILL_SIGMA)
+    r0, c0 = max(row - margin, 0), max(col - margin, 0)
+    r1, c1 = min(row + OCCLUSION_PATCH + margin, size), min(col + OCCLUSION_PATCH + margin, size)
+    keep = np.ones((r1 - r0, c1 - c0), np.float32)
+    keep[row - r0:row - r0 + OCCLUSION_PATCH, col - c0:col - c0 + OCCLUSION_PATCH] = 0.0
+    window = image[r0:r1, c0:c1]
+    filled = (cv2.GaussianBlur(window * keep[:, :, None], (0, 0), OCCLUSION_FILL_SIGMA)
+              / np.maximum(cv2.GaussianBlur(keep, (0, 0), OCCLUSION_FILL_SIGMA), 1e-3)[:, :, None])
+    out = image.copy()
+    out[row:row + OCCLUSION_PATCH, col:col + OCCLUSION_PATCH] = filled[row - r0:row - r0 + OCCLUSION_PATCH,
+                                                                       col - c0:col - c0 + OCCLUSION_PATCH]
+    return out
+
 
 CAM_METHODS = {m.name: m for m in (
     CamMethod("gradcam", "Grad-CAM", _gradcam_weights, 0),
     CamMethod("gradcam++", "Grad-CAM++", _gradcam_plus_plus_weights, 0),
     CamMethod("scorecam", "Score-CAM", _scorecam_weights, SCORECAM_CHANNELS),
+    OcclusionMethod("occlusion", "Occlusion", ((0, 32), (16, 32)), 85),
+    OcclusionMethod("occlusion-coarse", "Occlusion (coarse grid)", ((0, 32),), 49),
+    OcclusionMethod("occlusion-fine", "Occlusion (fine grid)", ((0, 16),), 169),
 )}
 
 
-def cam_method(name: str) -> CamMethod:
+def cam_method(name: str) -> CamMethod | OcclusionMethod:
     if name not in CAM_METHODS:
-        raise ValueError(f"unknown CAM method {name!r}; choose one of: {', '.join(CAM_METHODS)}")
+        raise ValueError(f"unknown heatmap method {name!r}; choose one of: {', '.join(CAM_METHODS)}")
     return CAM_METHODS[name]
 
 
@@ -106,16 +182,21 @@ class CamExplainer:
         """Shares the predictor's forward pass: one loaded network serves both."""
         return cls(predictor.forward)
 
-    def target_probability(self, images: np.ndarray, sign: float = 1.0, chunk: int = 8) -> np.ndarray:
-        """Probability of the target class (sign +1: PNEUMONIA, -1: NORMAL) for a batch, before temperature.
+    def target_log_odds(self, images: np.ndarray, sign: float = 1.0, chunk: int = 8) -> np.ndarray:
+        """Log-odds of the target class (sign +1: PNEUMONIA, -1: NORMAL) for a batch, before temperature.
 
         Run in chunks: a batch of 32 at 224 px costs ~300 MB of activations at once.
         """
-        return sigmoid(sign * run_in_batches(self._forward, np.asarray(images, np.float32), chunk).logits)
+        return sign * run_in_batches(self._forward, np.asarray(images, np.float32), chunk).logits.astype(np.float64)
+
+    def target_probability(self, images: np.ndarray, sign: float = 1.0, chunk: int = 8) -> np.ndarray:
+        """Probability of the target class for a batch, before temperature."""
+        return sigmoid(self.target_log_odds(images, sign, chunk))
 
     def raw_cam(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],
                 computed: ForwardPass | None = None) -> np.ndarray:
-        """The map at the layer's resolution, after ReLU, before resizing and normalising.
+        """The map at the method's own resolution (the layer's, or the image's for occlusion), >= 0, before
+        resizing and normalising.
 
         ``computed``: the pass of this image that made its prediction (batch of one); run now if not given.
         """
@@ -124,8 +205,8 @@ class CamExplainer:
         result = computed if computed is not None else self._forward(image[None])
         activations = result.activations[0]
         inputs = CamInputs(image, activations, sign * result.gradients[0], sign * float(result.logits[0]),
-                           lambda masked: self.target_probability(masked, sign))
-        return np.maximum((activations * cam.weights(inputs)).sum(axis=-1), 0.0).astype(np.float32)
+                           lambda changed: self.target_log_odds(changed, sign))
+        return cam.raw(inputs).astype(np.float32)
 
     def evidence(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],
                  computed: ForwardPass | None = None, reference: float | None = None,

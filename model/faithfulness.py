@@ -186,6 +186,21 @@ INFILLS = {"road": noisy_linear_imputation, "blur": blurred_infill, "mean": mean
 DEFAULT_INFILL = "road"
 
 
+def control_maps(image: np.ndarray, shown: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """Maps that explain nothing about the model, to run through the same check as a real one: a check they pass
+    often proves little when the real map passes it. ``image`` (S, S, 3) in [0, 1]; ``shown`` the real map (S, S)."""
+    gray = image.mean(axis=-1).astype(np.float32)
+    edges = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    size = image.shape[0]
+    rows, cols = np.mgrid[0:size, 0:size] / size
+    lungs = sum(np.exp(-(((cols - x) / 0.125) ** 2 + ((rows - 0.49) / 0.2) ** 2)) for x in (0.31, 0.69))
+    shown = shown.astype(np.float32)
+    return {"edges": edges / max(float(edges.max()), 1e-6),
+            "lung fields": (lungs / lungs.max()).astype(np.float32),
+            "inverse of the map": 1.0 - shown / max(float(shown.max()), 1e-6),
+            "random noise": np.random.default_rng(seed).random((size, size)).astype(np.float32)}
+
+
 def deletion_check(score_fn, image: np.ndarray, heatmap: np.ndarray, fraction: float = 0.15,
                    n_random: int = 8, seed: int = 0, infill: str = DEFAULT_INFILL) -> FaithfulnessResult:
     """Compare CAM-guided and random removal of ``fraction`` of ``image`` (S, S, 3) in [0, 1].

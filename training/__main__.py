@@ -45,6 +45,13 @@ def _refit_parser(sub):
     p.add_argument("--version", help="model_version to stamp (the network is unchanged; its settings are not)")
 
 
+def _explanations_parser(sub):
+    p = sub.add_parser("explanations", help="refit the heatmaps' fixed scale and choose the map shown first by the "
+                                            "written rule, on the model's own validation split (nothing else changes)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
+
+
 def _export_parser(sub):
     p = sub.add_parser("export", help="write the LiteRT export the app runs, for a model trained before exports existed")
     p.add_argument("--model", required=True)
@@ -146,6 +153,12 @@ def _run_refit(args):
     refit(args["model"], args["data"], args.get("outside"), args.get("version"))
 
 
+def _run_explanations(args):
+    from training.train import refit_explanation
+
+    refit_explanation(args["model"], args["data"])
+
+
 def _run_export(args):
     from training.train import export
 
@@ -209,6 +222,7 @@ COMMANDS = {
     "card": (_card_parser, _run_card),
     "refit": (_refit_parser, _run_refit),
     "export": (_export_parser, _run_export),
+    "explanations": (_explanations_parser, _run_explanations),
 }
 
 

@@ -35,7 +35,15 @@ from model.forward_pass import export_litert, keras_forward
 from model.predictor import calibrated_probability
 from training import stress
 from training.outside import counter_examples
-from training.train import _split_and_load, calibrate_and_threshold, fit_on_validation, forward_all, refit_loaded, scoring_forward
+from training.train import (
+    _split_and_load,
+    calibrate_and_threshold,
+    fit_on_validation,
+    forward_all,
+    record_explanation,
+    refit_loaded,
+    scoring_forward,
+)
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +196,7 @@ def _write_soup(soup, metas, members, network, arrays, out: Path, version: str, 
         "training": training,
         "dataset": first.dataset,
     })
+    record_explanation(model_path, soup, x_val, y_val)
     log.info("wrote %s", model_path)
     return model_path
 

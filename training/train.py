@@ -305,7 +305,7 @@ def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: Pre
     fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside, keras_forward(model, network))
     _save_clean(model, config, model_path)
     export_litert(model, network, litert_path(model_path))
-    return save_metadata(model_path, {
+    save_metadata(model_path, {
         "model_name": f"pneumonia_{config.backbone}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "backbone": config.backbone,
@@ -316,6 +316,37 @@ def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: Pre
         "training": record,
         "dataset": dataset,
     })
+    return record_explanation(model_path, model, x_val, y_val)
+
+
+def record_explanation(model_path: str | Path, model, x_val, y_val) -> ModelMetadata:
+    """Choose the heatmap shown first by the written rule (:mod:`training.explanations`) on the served export of
+    ``model`` and its validation images, and record the choice in the metadata beside ``model_path``."""
+    from model.artifact import read_verified_metadata
+    from model.predictor import Predictor
+    from training.explanations import fit_explanation
+
+    choice = fit_explanation(Predictor.load(model_path), model, x_val, y_val)
+    return save_metadata(model_path, read_verified_metadata(model_path).replace(explanation=choice))
+
+
+def refit_explanation(model_path: str | Path, data: str) -> ModelMetadata:
+    """Refit only what depends on the heatmaps (their fixed scale, the map shown first) for an existing model on
+    its own validation split; calibration, thresholds, gate and recorded test metrics stay as they are."""
+    from model.artifact import load_model
+    from model.predictor import Predictor
+
+    model, meta = load_model(model_path)
+    split = meta.dataset["split"]
+    examples = _limit(data_lib.list_split(data, "train"), meta.training.get("limit_per_class", 0), split["seed"])
+    _, val_examples = data_lib.patient_split(examples, split["val_fraction"], split["seed"])
+    if data_lib.fingerprint(val_examples)["names_sha256"] != meta.dataset["validation"]["names_sha256"]:
+        raise ValueError("the data folder does not reproduce this model's validation split")
+    x_val, y_val, _ = data_lib.load_images(val_examples, meta.preprocessing)
+    images = np.repeat(x_val, 3, axis=-1)
+    scale = fit_cam_scale(Predictor.load(model_path).forward, {name: images[y_val == i] for i, name in enumerate(CLASS_NAMES)})
+    save_metadata(model_path, meta.replace(cam_scale=scale))
+    return record_explanation(model_path, model, x_val, y_val)
 
 
 def fit_on_validation(forward, x_train, x_val, y_val, outside: dict | None = None, cam_forward=None) -> dict:
@@ -391,9 +422,9 @@ def refit_loaded(model_path: str | Path, model, meta: ModelMetadata, arrays, out
     """:func:`refit` on images already in memory (its own split's train and validation arrays)."""
     x_train, x_val, y_val = arrays
     fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside, keras_forward(model, meta.network))
-    refitted = save_metadata(model_path, dict(meta.to_dict(), **fitted))
+    save_metadata(model_path, dict(meta.to_dict(), **fitted))
     log.info("refitted calibration, thresholds, population gate and heatmap scale of %s", model_path)
-    return refitted
+    return record_explanation(model_path, model, x_val, y_val)
 
 
 def scoring_forward(model):

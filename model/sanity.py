@@ -1,0 +1,79 @@
+"""Does a heatmap depend on the network that made the call? Cascade randomisation (Adebayo et al., NeurIPS 2018).
+
+Re-initialise the top of the network, then one more block at a time, recompute
+each map and measure how much of its ranking survives (Spearman's rank
+correlation with the original map, absolute value, on the deletion check's grid
+of cells). A map that explains the model must change when the model's top is
+random; a map that barely moves shows image structure, not reasoning. Weights
+are redrawn with the mean and spread of the originals (seeded), so the network
+stays well scaled and keeps producing maps. Needs TensorFlow: training and
+benchmarks only.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.stats import spearmanr
+
+from model.artifact import NetworkLayout
+from model.faithfulness import CELL
+
+CASCADE = ("head", "head + top block", "head + top block + block below")
+
+
+def cascade_groups(model, network: NetworkLayout) -> list[list[str]]:
+    """[head], [top block], [block below]: layer names with weights, from the output down; a block is the layers
+    sharing a name prefix (``top_``, ``block15_``), the head the logit layer."""
+    groups: list[list[str]] = [[network.logit_layer]]
+    prefix = None
+    for layer in reversed(model.layers):
+        if layer.name == network.logit_layer or not layer.weights:
+            continue
+        name = layer.name.split("_")[0]
+        if name != prefix:
+            if len(groups) == len(CASCADE):
+                break
+            groups.append([])
+            prefix = name
+        groups[-1].append(layer.name)
+    return groups
+
+
+def randomised_copies(model, network: NetworkLayout, seed: int = 0):
+    """One copy of ``model`` per step of :data:`CASCADE`, each with one more group re-initialised; ``model`` is
+    not changed."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    copies, redrawn = [], []
+    for group in cascade_groups(model, network):
+        redrawn += group
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        for name in redrawn:
+            layer = copy.get_layer(name)
+            layer.set_weights([_redraw(w, rng, "variance" in v.path) for w, v in zip(layer.get_weights(), layer.weights)])
+        copies.append(copy)
+    return copies
+
+
+def _redraw(weights: np.ndarray, rng: np.random.Generator, positive: bool) -> np.ndarray:
+    drawn = rng.normal(float(weights.mean()), float(weights.std()) or 1e-3, weights.shape)
+    return (np.abs(drawn) if positive else drawn).astype(weights.dtype)
+
+
+def rank_correlation(original: np.ndarray, changed: np.ndarray, grid: int = 224 // CELL) -> float:
+    """|Spearman| between two maps of one method, compared on the check's grid of cells (maps finer than it are
+    averaged down to it); a map that became constant has changed (0)."""
+    a, b = (_cells(m, grid) for m in (original, changed))
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(abs(spearmanr(a, b).statistic))
+
+
+def _cells(heatmap: np.ndarray, grid: int) -> np.ndarray:
+    heatmap = np.asarray(heatmap, np.float32)
+    if heatmap.shape[0] > grid:
+        heatmap = cv2.resize(heatmap, (grid, grid), interpolation=cv2.INTER_AREA)
+    return heatmap.ravel()
