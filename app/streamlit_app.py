@@ -45,18 +45,18 @@ from model.preprocessing import ImageInputError, colour_preview  # noqa: E402
 from model.report import DISCLAIMER, ReportContent, plain_summary, render_report  # noqa: E402
 from model.service import (  # noqa: E402
     DISPLAY_MAX_SIDE,
-    TRUST_MAP_METHOD,
     BatchItem,
     ImageAnalysis,
     Prediction,
     Trust,
     analyze_bytes,
     explain_with_check,
-    explanation_cautions,
     reliability_note,
     results_rows,
     rows_to_csv,
     safe_download_name,
+    shown_first,
+    trust_of,
 )
 
 log = get_logger(__name__)  # follows `--logger.level`; never given file names, pixels or patient data
@@ -67,6 +67,7 @@ REPORTS_DIR = SHIPPED_DIR / "reports"
 # else gets a plain message), and Streamlit's own name check would answer a crafted name (a null byte) with its error.
 COLORMAPS = ["jet", "inferno", "viridis", "magma"]
 TARGETS = {"PNEUMONIA": "Evidence for pneumonia", "NORMAL": "Evidence for normal"}
+WHICH_CLASS = {"call": "the call", "other": "the other class"}  # the map's class, relative to the call: each image opens on its own call
 MAX_FILES = 50  # one batch; more would make every interaction slow for everyone on a small server
 MAX_BATCH_MB = 100  # held by the server while the batch is shown: 100 MB of the hosted tier's 690 (issue 21)
 
@@ -123,7 +124,7 @@ def explanation_lock() -> threading.Lock:
     return threading.Lock()
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=64, show_spinner=False)
 def explain(digest: str, _data: bytes, method: str, target: str):
     predictor, explainer = load_model()
     analysis, _ = analyze(digest, _data)
@@ -169,6 +170,13 @@ def predictions_for(uploads: list[Upload]) -> list[BatchItem]:
     for digest in [d for d in kept if d not in current]:
         del kept[digest]
     return [BatchItem(u.number, u.name, *kept[u.digest]) for u in uploads]
+
+
+def trust_for(upload: Upload, prediction: Prediction, threshold: float, metadata: ModelMetadata) -> Trust:
+    """The one trust verdict of this upload at this threshold (page, table, CSV and reports alike): it checks the map
+    shown first, the evidence for the call itself (cached per image, method and class)."""
+    return trust_of(prediction, threshold, shown_first(metadata),
+                    lambda method, label: explain(upload.digest, upload.data, method, label)[1])
 
 
 # ---------- sections ----------
@@ -271,22 +279,23 @@ def follow_new_uploads(uploads: list[Upload]) -> None:
         state.closer = uploads[-1].key
 
 
-def choose_ui(uploads: list[Upload], threshold: float) -> Upload:
+def choose_ui(uploads: list[Upload], metadata: ModelMetadata) -> Upload:
     """With several files: which one is shown, and (when asked or just uploaded together) the table of all."""
     st.toggle(f"Show a table of all {len(uploads)} files", key="show_table")
     if st.session_state.show_table:
-        batch_ui(uploads, threshold)
+        batch_ui(uploads, current_threshold(metadata), metadata)
     by_key = {u.key: u for u in uploads}
     key = st.selectbox("Shown below", list(by_key), key="closer", format_func=lambda k: f"{by_key[k].number}. {by_key[k].name}")
     return by_key[key]
 
 
-def batch_ui(uploads: list[Upload], threshold: float) -> None:
+def batch_ui(uploads: list[Upload], threshold: float, metadata: ModelMetadata) -> None:
     """Results table and CSV for several uploads: three short columns on screen (readable at 400 px), all in the CSV."""
     items = predictions_for(uploads)
     shown = {u.number for u in uploads if st.session_state.get(_show_key(u))}
-    rows = results_rows(items, threshold, shown)
-    screen = [{"file": f"{row['#']}. {row['file']}", "result": row["result"], "note": _short_note(item, threshold)}
+    trusts = batch_trusts(uploads, items, threshold, metadata)
+    rows = results_rows(items, threshold, shown, trusts)
+    screen = [{"file": f"{row['#']}. {row['file']}", "result": row["result"], "note": _short_note(item, trusts.get(item.number))}
               for row, item in zip(rows, items)]
     lines = max(1, *(-(-len(r["note"]) // 20) for r in screen), *(-(-len(r["file"]) // 16) for r in screen))
     row_height = min(24 + 20 * lines, 150)
@@ -300,16 +309,28 @@ def batch_ui(uploads: list[Upload], threshold: float) -> None:
                        mime="text/csv", on_click="ignore", key="csv")
 
 
-def _short_note(item: BatchItem, threshold: float) -> str:
-    """A few words on why a result is missing or needs care: the table's third column."""
+def batch_trusts(uploads: list[Upload], items: list[BatchItem], threshold: float, metadata: ModelMetadata) -> dict:
+    """Each analysed file's trust verdict, the one its own page shows; the maps are checked once per file and class,
+    with a progress bar while new ones are."""
+    todo = [(u, i) for u, i in zip(uploads, items) if i.prediction is not None]
+    progress = st.progress(0.0, text="Checking each file's heatmap…") if todo else None
+    trusts = {}
+    for done, (upload, item) in enumerate(todo, 1):
+        trusts[item.number] = trust_for(upload, item.prediction, threshold, metadata)
+        progress.progress(done / len(todo), text=f"Checking each file's heatmap… {done} of {len(todo)}")
+    if progress:
+        progress.empty()
+    return trusts
+
+
+def _short_note(item: BatchItem, trust: Trust | None) -> str:
+    """A few words on why a result is missing or needs care: the table's third column (the trust verdict's own)."""
     if item.prediction is None:
         return item.error or "could not be read"
     ood = item.prediction.ood
     if not ood.in_distribution:
         return "outside what the model knows: " + ", ".join(REASON_SHORT[r] for r in ood.reasons)
-    notes = ["borderline call"] if item.prediction.borderline(threshold) else []
-    notes += ["near the gate's limit"] if ood.near_limit else []
-    return "; ".join(notes)
+    return "; ".join(trust.notes) if trust else ""
 
 
 def _show_key(upload: Upload) -> str:
@@ -414,18 +435,40 @@ def trust_ui(slot, trust: Trust, shown_anyway: bool = False) -> None:
         getattr(st, kind)("  \n".join(lines), icon=icon)
 
 
-def explain_settings_ui() -> ExplainSettings:
+def explain_settings_ui(metadata: ModelMetadata, label: str) -> ExplainSettings:
+    """The map's class (the call's own first) and method (the model's shown-first method first), then its looks."""
+    first = shown_first(metadata)
+    other = next(c for c in TARGETS if c != label)
     columns = st.columns(4)
-    target = columns[0].radio("Show", list(TARGETS), format_func=TARGETS.get, key="cam_target",
-                              help="Where the network finds evidence for the class you choose; pneumonia by default.")
-    method = columns[1].selectbox("Method", list(CAM_METHODS), key="method",
-                                  format_func=lambda m: CAM_METHODS[m].label + (" (slower)" if CAM_METHODS[m].slow else ""))
+    which = columns[0].radio("Evidence for", list(WHICH_CLASS), key="cam_which",
+                             format_func=lambda w: f"{WHICH_CLASS[w]} ({(label if w == 'call' else other).lower()})",
+                             help="Where the network finds evidence for a class: the call's own class first.")
+    target = label if which == "call" else other
+    methods = [first, *(m for m in CAM_METHODS if m != first)]
+    method = columns[1].selectbox("Method", methods, key="method", format_func=lambda m: _method_label(m, first))
     opacity = columns[2].slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="opacity")
     colormap = columns[3].selectbox("Colour map", COLORMAPS, key="colormap")
     per_image = st.toggle("Per-image contrast", key="per_image",
                           help="Stretch the map to this image's own strongest spot: the shape shows even when the "
                                "evidence is weak, but a faint map then looks as bright as a strong one.")
     return ExplainSettings(target, method, opacity, colormap, per_image)
+
+
+def _method_label(method: str, first: str) -> str:
+    cam = CAM_METHODS[method]
+    if method == first:
+        return f"{cam.label} (shown first)"
+    return cam.label + (" (slower)" if cam.extra_passes > CAM_METHODS[first].extra_passes else "")
+
+
+def sanity_note(metadata: ModelMetadata, method: str) -> str | None:
+    """A plain sentence when ``method`` failed the model's sanity check (its map barely changes with a random top)."""
+    choice = metadata.explanation
+    if choice is None or not choice.fails_sanity(method):
+        return None
+    return (f"{CAM_METHODS[method].label} barely changes when the top of the network is replaced by random weights "
+            f"(its ranking of areas keeps a correlation of {choice.sanity(method):.2f} with the real one): it shows the image's "
+            "structure more than what this model uses. Read it with that in mind.")
 
 
 def map_note(evidence: EvidenceMap, settings: ExplainSettings, metadata: ModelMetadata) -> tuple[str, str]:
@@ -449,9 +492,9 @@ def map_note(evidence: EvidenceMap, settings: ExplainSettings, metadata: ModelMe
     return (reference, f"The strongest {what} reaches {share}; anything above full colour is shown as full colour.")
 
 
-def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSettings,
-                   metadata: ModelMetadata, unreliable: bool = False) -> tuple[np.ndarray, FaithfulnessResult, str]:
-    with st.spinner(f"Computing {CAM_METHODS[settings.method].label}…"):
+def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSettings, metadata: ModelMetadata,
+                   label: str, unreliable: bool = False) -> tuple[np.ndarray, FaithfulnessResult, str]:
+    with st.spinner(f"Computing {CAM_METHODS[settings.method].label} and checking it…"):
         evidence, check = explain(upload.digest, upload.data, settings.method, settings.target)
     overlay = overlay_heatmap(analysis.display, evidence.heatmap(per_image=settings.per_image), settings.colormap,
                               settings.opacity)
@@ -463,11 +506,20 @@ def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSet
     left.caption(f"Colour scale: left end, no {what}; right end, {right_end}.")
     middle.image(analysis.network_view, caption="What the network saw: squashed to a square, contrast evened out",
                  width="stretch")
+    first = shown_first(metadata)
+    trust_map = (settings.method, settings.target) == (first, label)
     with right:
         (st.info if evidence.little_evidence else st.markdown)(strength)
-        sentence, detail = check.describe(settings.target)
+        if note := sanity_note(metadata, settings.method):
+            st.warning(note)
+        subject = "this output" if trust_map else f"the evidence for {settings.target.lower()} it shows"
+        sentence, detail = check.describe(settings.target, subject)
         box = st.info if unreliable else {"supports": st.success, "weak": st.warning, "does not support": st.error}[check.verdict]
-        box(f"**Does the map explain the output?** {sentence}")
+        heading = "Does the map explain the output?" if trust_map else "Does this map explain what it shows?"
+        box(f"**{heading}** {sentence}")
+        if not trust_map:
+            st.caption(f"The verdict on trust above checks the map shown first: {CAM_METHODS[first].label}, evidence "
+                       f"for {label.lower()}, the call itself. This map's check is about this map only.")
         with st.expander("How is this computed?"):
             st.markdown(
                 f"**The check.** {detail} Removed pixels are in-filled from their surroundings (ROAD's noisy linear "
@@ -564,16 +616,16 @@ def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
     with right:
         operating_ui(metadata, threshold, prevalence)
     st.subheader("Where is the evidence?")
-    settings = explain_settings_ui()
-    overlay, check, note = explanation_ui(upload, analysis, settings, metadata, unreliable is not None)
-    _, call_check = explain(upload.digest, upload.data, TRUST_MAP_METHOD, label)  # cached: often the map shown
-    trust = prediction.trust(threshold, explanation_cautions(call_check, label))
+    settings = explain_settings_ui(metadata, label)
+    overlay, check, note = explanation_ui(upload, analysis, settings, metadata, label, unreliable is not None)
+    trust = trust_for(upload, prediction, threshold, metadata)  # the map shown first: cached, often the one on screen
     trust_ui(trust_slot, trust, unreliable is not None)
     gate = "accepted" if prediction.ood.in_distribution else f"flagged: {prediction.ood.message}"
     content = ReportContent(upload.name, analysis.display, overlay, f"{CAM_METHODS[settings.method].label} "
                             f"({TARGETS[settings.target].lower()})", prediction.probability, label,
                             operating_point(metadata, threshold, prevalence), metadata, gate, unreliable,
-                            tuple(prediction.cautions(threshold)), check, settings.target, note, trust.text)
+                            tuple(prediction.cautions(threshold)), check, settings.target, note, trust.text,
+                            (settings.method, settings.target) == (shown_first(metadata), label))
     report_ui(upload, content, (upload.number, upload.name, upload.digest, threshold, prevalence, settings, unreliable,
                                 trust, int(time.time() // 60)))
 
@@ -584,7 +636,7 @@ def analyse_tab(metadata: ModelMetadata) -> None:
         st.info("Upload one or more chest X-rays, or pick a sample above.")
         return
     follow_new_uploads(uploads)
-    shown = choose_ui(uploads, current_threshold(metadata)) if len(uploads) > 1 else uploads[0]
+    shown = choose_ui(uploads, metadata) if len(uploads) > 1 else uploads[0]
     single_image_ui(shown, metadata)
 
 

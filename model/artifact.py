@@ -26,6 +26,7 @@ from model.preprocessing import PreprocessConfig
 
 SCHEMA_VERSION = 1
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+SANITY_CEILING = 0.5  # a heatmap whose ranking keeps more correlation than this once the head and top block are random fails
 PRESETS_IN_ORDER = ("screening", "balanced", "confirmatory")  # lowest threshold first (training.metrics.ordered_presets)
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 SHIPPED_MODEL = SHIPPED_DIR / "pneumonia_efficientnet_lite0.keras"
@@ -168,6 +169,10 @@ class ExplanationChoice:
         """Rank correlation left after the head and the top block are re-initialised (lower is better)."""
         value = self.candidates.get(method, {}).get("sanity", {}).get("head + top block")
         return None if value is None else float(value)
+
+    def fails_sanity(self, method: str) -> bool:
+        value = self.sanity(method)
+        return value is not None and value > SANITY_CEILING
 
 
 @dataclass(frozen=True)

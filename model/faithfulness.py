@@ -94,8 +94,9 @@ class FaithfulnessResult:
         """The map supports the output (the top step of :attr:`verdict`)."""
         return self.verdict == "supports"
 
-    def describe(self, target: str) -> tuple[str, str]:
-        """(one plain sentence, the numbers) for one target class; "fall" is always original minus after removal."""
+    def describe(self, target: str, subject: str = "this output") -> tuple[str, str]:
+        """(one plain sentence, the numbers) for one target class; "fall" is always original minus after removal.
+        ``subject``: what the map is said to support (the output itself, or only the evidence it shows)."""
         def change(value):
             return f"falls by {value:.2f}" if value >= 0 else f"rises by {-value:.2f}"
 
@@ -107,16 +108,16 @@ class FaithfulnessResult:
                   f"The margin is {self.margin:.2f}: twice that spread, at least {MIN_MARGIN}.")
         verdict = self.verdict
         if verdict == "supports":
-            sentence = (f"The map supports this output: hiding the highlighted {area} of the image lowers the evidence "
+            sentence = (f"The map supports {subject}: hiding the highlighted {area} of the image lowers the evidence "
                         f"for {what} clearly, and clearly more than hiding a random {area} does.")
         elif verdict == "weak":
-            sentence = (f"The map supports this output only weakly: hiding the highlighted {area} lowers the evidence "
+            sentence = (f"The map supports {subject} only weakly: hiding the highlighted {area} lowers the evidence "
                         f"for {what}, but not clearly more than hiding random areas, or not by much.")
         elif self.cam_drop <= 0:
-            sentence = (f"The map does not support this output: hiding the highlighted {area} does not lower the "
+            sentence = (f"The map does not support {subject}: hiding the highlighted {area} does not lower the "
                         f"evidence for {what}, so the bright areas are not what drives it.")
         else:
-            sentence = (f"The map does not support this output: hiding the highlighted {area} lowers the evidence for "
+            sentence = (f"The map does not support {subject}: hiding the highlighted {area} lowers the evidence for "
                         f"{what} no more than hiding a random {area} does.")
         return sentence, detail
 

@@ -53,6 +53,7 @@ class ReportContent:
     explained_class: str = "PNEUMONIA"  # the class the map shows evidence for
     map_note: str | None = None  # how the map is scaled, and whether it shows little evidence anywhere
     trust: str | None = None  # how far to trust this output, and why, in one line (model.service.Trust.text)
+    about_output: bool = True  # the map is the one the trust verdict checks (shown first, the call's own class)
 
 
 def plain_summary(metadata: ModelMetadata) -> str:
@@ -90,8 +91,10 @@ def report_lines(c: ReportContent) -> list[tuple[str, str]]:
     if c.map_note:
         lines.append(("Heatmap", c.map_note))
     if c.faithfulness is not None:
-        sentence, _ = c.faithfulness.describe(c.explained_class)
-        lines.append(("Does the map explain the output?", f"{sentence} ({c.faithfulness.summary()})"))
+        subject = "this output" if c.about_output else f"the evidence for {c.explained_class.lower()} it shows"
+        sentence, _ = c.faithfulness.describe(c.explained_class, subject)
+        heading = "Does the map explain the output?" if c.about_output else "Does this map explain what it shows?"
+        lines.append((heading, f"{sentence} ({c.faithfulness.summary()})"))
     where = "official test split" if point.held_out else "validation split"
     lines += [
         (f"Sensitivity / specificity at this threshold, measured on the {where}",

@@ -12,14 +12,20 @@ benchmarks only.
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 from scipy.stats import spearmanr
 
 from model.artifact import NetworkLayout
+from model.explain import CamExplainer
 from model.faithfulness import CELL
+from model.forward_pass import keras_forward
 
-CASCADE = ("head", "head + top block", "head + top block + block below")
+log = logging.getLogger(__name__)
+
+CASCADE = ("head", "head + top block", "head + top block + block below")  # the keys of ExplanationChoice's sanity
 
 
 def cascade_groups(model, network: NetworkLayout) -> list[list[str]]:
@@ -77,3 +83,17 @@ def _cells(heatmap: np.ndarray, grid: int) -> np.ndarray:
     if heatmap.shape[0] > grid:
         heatmap = cv2.resize(heatmap, (grid, grid), interpolation=cv2.INTER_AREA)
     return heatmap.ravel()
+
+
+def sanity(model, network, images: np.ndarray, targets: list[str], methods, steps: int = 2, seed: int = 0) -> dict:
+    """Method -> cascade step -> mean |Spearman| between each image's map and the same map after re-initialising."""
+    original = CamExplainer(keras_forward(model, network))
+    reference = {m: [original.raw_cam(image, m, t) for image, t in zip(images, targets)] for m in methods}
+    result = {m: {} for m in methods}
+    for step, copy in zip(CASCADE[:steps], randomised_copies(model, network, seed)[:steps]):
+        explainer = CamExplainer(keras_forward(copy, network))
+        for m in methods:
+            result[m][step] = float(np.mean([rank_correlation(before, explainer.raw_cam(image, m, t))
+                                             for before, image, t in zip(reference[m], images, targets)]))
+        log.info("sanity after re-initialising the %s: %s", step, {m: round(v[step], 3) for m, v in result.items()})
+    return result

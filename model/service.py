@@ -16,12 +16,14 @@ import csv
 import io
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model.explain import CamExplainer, EvidenceMap
+from model.artifact import ModelMetadata
+from model.explain import CAM_METHODS, DEFAULT_METHOD, CamExplainer, EvidenceMap
 from model.faithfulness import FaithfulnessResult, deletion_check
 from model.forward_pass import ForwardPass
 from model.ood import OodVerdict, image_stats
@@ -64,9 +66,12 @@ class Prediction:
         """One verdict on how far to trust this output: the gate, the borderline caution and (when an
         explanation was checked) the explanation's own caution, in one place for the screen, report and CSV."""
         if not self.ood.in_distribution:
-            return Trust("outside", (f"{self.ood.summary[0].upper()}{self.ood.summary[1:]}.",))
+            return Trust("outside", (f"{self.ood.summary[0].upper()}{self.ood.summary[1:]}.",), ("outside",))
         reasons = tuple(self.cautions(threshold)) + tuple(explanation_cautions)
-        return Trust("caution" if reasons else "no warning", reasons)
+        notes = (("borderline call",) if self.borderline(threshold) else ()) + \
+            (("near the gate's limit",) if self.ood.near_limit else ()) + \
+            (("heatmap check failed",) if explanation_cautions else ())
+        return Trust("caution" if reasons else "no warning", reasons, notes)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class Trust:
 
     level: str  # one of TRUST_HEADLINES
     reasons: tuple[str, ...]  # plain sentences
+    notes: tuple[str, ...] = ()  # the same reasons in a few words each, for a table
 
     @property
     def headline(self) -> str:
@@ -134,14 +140,18 @@ class BatchItem:
 RESULT_COLUMNS = ("#", "file", "result", "probability", "label", "threshold", "reliable", "trust", "gate", "message")
 
 
-def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int] = frozenset()) -> list[dict]:
+def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int] = frozenset(),
+                 trusts: Mapping[int, Trust] | None = None) -> list[dict]:
     """Table rows for a batch: every file gets one, with a result or the reason there is none.
 
     The probability of an out-of-distribution image is withheld unless the user
     asked to see it (``shown_anyway``: numbers), and then marked unreliable.
+    ``trusts``: each file's trust verdict by number (:func:`trust_of`, the same the page and reports show); a file
+    without one gets the verdict without the heatmap check (the gate and the borderline caution only).
     Rows hold only the user's own file name and model outputs: no DICOM header
     field can reach them.
     """
+    trusts = trusts or {}
     rows = []
     for item in items:
         row = {"#": item.number, "file": item.name, "result": "", "probability": None, "label": "",
@@ -151,7 +161,7 @@ def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int
             row.update(result="not analysed", message=item.error or "could not be read")
             rows.append(row)
             continue
-        trust = analysis.trust(threshold)
+        trust = trusts.get(item.number) or analysis.trust(threshold)
         row.update(trust=trust.level, gate=analysis.ood.reason or "accepted")  # the reason code, as the CLI prints it
         if analysis.ood.in_distribution:
             label = analysis.label(threshold)
@@ -199,16 +209,19 @@ def target_log_odds_fn(predictor: Predictor, target: str):
     return lambda images: sign * predictor.predict(images).log_odds
 
 
-TRUST_MAP_METHOD = "gradcam"  # the map the trust verdict checks, whatever map is on display
+def shown_first(metadata: ModelMetadata) -> str:
+    """The heatmap method a visitor sees first, and the one every trust verdict checks: the model's own choice by
+    the written rule (:mod:`training.explanations`), or Grad-CAM for a model recorded before the rule."""
+    return metadata.explanation.default if metadata.explanation else DEFAULT_METHOD
 
 
-def explanation_cautions(check: FaithfulnessResult, label: str) -> tuple[str, ...]:
-    """A caution for the trust verdict when the Grad-CAM map of the evidence for the call itself (``label``) fails
-    its check; the map on display may show another class or method, and never changes the verdict."""
+def explanation_cautions(check: FaithfulnessResult, label: str, method: str) -> tuple[str, ...]:
+    """A caution for the trust verdict when the map shown first (``method``, the evidence for the call itself,
+    ``label``) fails its check."""
     if check.verdict != "does not support":
         return ()
-    return (f"The heatmap check failed: hiding the areas the map of the evidence for {label.lower()} highlights "
-            "changes the score no more than hiding random areas.",)
+    return (f"The heatmap check failed: hiding the areas the {CAM_METHODS[method].label} map of the evidence for "
+            f"{label.lower()} highlights changes the score no more than hiding random areas.",)
 
 
 def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: ImageAnalysis, method: str,
@@ -220,3 +233,13 @@ def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: 
                                   scale.value(method, target) if scale else None)
     return evidence, deletion_check(target_log_odds_fn(predictor, target), analysis.model_input,
                                     evidence.heatmap(per_image=True))
+
+
+def trust_of(prediction: Prediction, threshold: float, method: str, check_call) -> Trust:
+    """The one trust verdict of an output, for every place it is shown (page, table, CSV, reports):
+    ``check_call(method, label)`` gives the check of the map shown first for the call's own class, and is only
+    asked when the gate accepted the image (an image outside gets "outside" whatever its map says)."""
+    if not prediction.ood.in_distribution:
+        return prediction.trust(threshold)
+    label = prediction.label(threshold)
+    return prediction.trust(threshold, explanation_cautions(check_call(method, label), label, method))

@@ -16,12 +16,11 @@ from collections import Counter
 
 import numpy as np
 
-from model.artifact import CLASS_NAMES, ExplanationChoice
+from model.artifact import CLASS_NAMES, SANITY_CEILING, ExplanationChoice
 from model.explain import CAM_METHODS, CamExplainer
 from model.faithfulness import VERDICTS, control_maps, deletion_check
-from model.forward_pass import keras_forward
 from model.predictor import Predictor, target_sign
-from model.sanity import CASCADE, randomised_copies, rank_correlation
+from model.sanity import CASCADE, sanity
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,6 @@ CANDIDATES = ("gradcam", "gradcam++", "scorecam", "occlusion-coarse", "occlusion
 IMAGES_PER_CLASS = 60
 SANITY_IMAGES_PER_CLASS = 20
 SUPPORTS_FLOOR = 0.90  # share of each class whose map "supports" the call
-SANITY_CEILING = 0.5  # rank correlation left after the head and the top block are re-initialised
 MAX_EXTRA_PASSES = 85  # a visitor's wait of 1 s for map and check on two cores (8 ms a pass, 0.3 s for the check)
 TIE = 0.03
 CONTROL_GAP = 0.25  # the chosen map must beat every control's "supports" share by this much on each class
@@ -79,20 +77,6 @@ def _controls(predictor: Predictor, images, calls: list[str], maps: list[dict], 
         for name, heatmap in control_maps(image, shown[method]).items():
             counts.setdefault(name, {c: Counter() for c in CLASS_NAMES})[truth][deletion_check(score, image, heatmap).verdict] += 1
     return counts
-
-
-def sanity(model, network, images: np.ndarray, targets: list[str], methods, steps: int = 2, seed: int = 0) -> dict:
-    """Method -> cascade step -> mean |Spearman| between each image's map and the same map after re-initialising."""
-    original = CamExplainer(keras_forward(model, network))
-    reference = {m: [original.raw_cam(image, m, t) for image, t in zip(images, targets)] for m in methods}
-    result = {m: {} for m in methods}
-    for step, copy in zip(CASCADE[:steps], randomised_copies(model, network, seed)[:steps]):
-        explainer = CamExplainer(keras_forward(copy, network))
-        for m in methods:
-            result[m][step] = float(np.mean([rank_correlation(before, explainer.raw_cam(image, m, t))
-                                             for before, image, t in zip(reference[m], images, targets)]))
-        log.info("sanity after re-initialising the %s: %s", step, {m: round(v[step], 3) for m, v in result.items()})
-    return result
 
 
 def _share(counter: Counter) -> float:
