@@ -66,15 +66,28 @@ def test_start_page_has_disclaimer_and_a_compact_gallery(app):
     assert not app.error
 
 
-def test_sample_gives_probability_and_pneumonia_evidence_by_default(app):
-    _pick_sample(app, 3)
-    assert 0.0 <= _probability(app) <= 1.0
-    assert app.radio(key="cam_target").value == "PNEUMONIA"
-    assert any("Does the map explain the output?" in s.value for s in list(app.success) + list(app.warning) + list(app.error))
+def _call(app) -> str:
+    return "PNEUMONIA" if any(e.value.startswith("**PNEUMONIA** at threshold") for e in app.error) else "NORMAL"
+
+
+def test_the_map_shown_first_is_the_models_choice_for_the_calls_own_class(app, shipped_meta):
+    from model.explain import CAM_METHODS
+    from model.service import shown_first
+
+    for index in (0, 3):  # a normal and a pneumonia sample
+        _pick_sample(app, index)
+        assert 0.0 <= _probability(app) <= 1.0
+        label, first = _call(app), shown_first(shipped_meta)
+        assert app.radio(key="cam_which").value == "call" and app.selectbox(key="method").value == first
+        assert any(i.caption == f"{CAM_METHODS[first].label}: evidence for {label.lower()}" for i in app.tabs[0].image)
+        assert any("Does the map explain the output?" in s.value for s in list(app.success) + list(app.warning) + list(app.error))
     assert any("Colour scale" in c.value for c in app.caption)
     assert len(app.tabs[0].image) >= 3  # overlay, colour bar, what the network saw
-    app.radio(key="cam_target").set_value("NORMAL").run()
-    assert not app.exception and any("evidence for normal" in c.value for c in app.caption)
+    app.radio(key="cam_which").set_value("other").run()
+    other = "normal" if _call(app) == "PNEUMONIA" else "pneumonia"
+    assert not app.exception and any(f"evidence for {other}" in c.value for c in app.caption)
+    text = _markdown_text(app)
+    assert "Does this map explain what it shows?" in text and "checks the map shown first" in text
 
 
 def _least_certain_sample(app) -> float:
@@ -269,23 +282,43 @@ def test_presets_in_threshold_order_with_test_figures_and_the_active_one_marked(
 
 def test_explanation_is_on_the_fixed_scale_with_a_plain_verdict(app):
     _pick_sample(app, 0)  # a confident normal film
+    app.radio(key="cam_which").set_value("other").run()  # its pneumonia map
+    app.selectbox(key="method").set_value("gradcam").run()
     text = _markdown_text(app)
     assert "Little evidence for pneumonia anywhere in this image" in text
     assert "right end, as strong as in the top 5 %" in text
-    assert "Does the map explain the output?" in text and "log-odds" not in " ".join(
+    assert "Does this map explain what it shows?" in text and "log-odds" not in " ".join(
         str(e.value) for e in list(app.success) + list(app.warning) + list(app.error))
     app.toggle(key="per_image").set_value(True).run()
     assert "Per-image contrast is on" in _markdown_text(app)
 
 
+def _verdict(app) -> str:
+    boxes = [str(e.value) for e in list(app.error) + list(app.warning) + list(app.info)]
+    return next(b for b in boxes if b.startswith(("**Do not rely", "**Read with caution", "**No warning raised")))
+
+
 def test_the_trust_verdict_does_not_depend_on_the_map_on_display(app):
-    """The verdict checks the Grad-CAM map of the call's own class, whatever class or method the visitor shows."""
+    """The verdict checks the map shown first, of the call's own class, whatever class or method the visitor shows."""
     _pick_sample(app, 0)
-    def verdict():
-        boxes = [str(e.value) for e in list(app.error) + list(app.warning) + list(app.info)]
-        return next(b for b in boxes if b.startswith(("**Do not rely", "**Read with caution", "**No warning raised")))
-    before = verdict()
-    app.radio(key="cam_target").set_value("NORMAL").run()
-    assert verdict() == before
-    app.radio(key="cam_target").set_value("PNEUMONIA").run()
-    assert verdict() == before
+    before = _verdict(app)
+    app.radio(key="cam_which").set_value("other").run()
+    assert _verdict(app) == before
+    app.selectbox(key="method").set_value("gradcam++").run()
+    assert _verdict(app) == before
+    app.radio(key="cam_which").set_value("call").run()
+    assert _verdict(app) == before
+
+
+def test_the_table_says_what_each_files_own_page_says(app, sample_files):
+    """One verdict per file: the table's note names the same reasons as the trust box on that file's page (the
+    CSV is written from the same rows: test_model_helpers)."""
+    files = [(p.name, p.read_bytes(), "image/jpeg") for p in sample_files]
+    _upload(app, files)
+    notes = list(app.dataframe[0].value["note"])
+    for number, name in enumerate([f[0] for f in files], start=1):
+        app.selectbox(key="closer").set_value(f"{number}. {name}").run()
+        verdict, note = _verdict(app), notes[number - 1]
+        assert ("heatmap check failed" in note) == ("The heatmap check failed" in verdict), (name, note, verdict)
+        assert ("borderline call" in note) == ("Borderline" in verdict), (name, note, verdict)
+        assert (note == "") == verdict.startswith("**No warning raised"), (name, note, verdict)

@@ -97,8 +97,47 @@ def test_cam_from_the_prediction_pass_is_the_same_map(explainer, lite0_model, xr
 
 
 def test_registry_says_which_methods_cost_extra_passes():
-    assert [m.name for m in CAM_METHODS.values() if m.slow] == ["scorecam"]
-    assert {m.label for m in CAM_METHODS.values()} == {"Grad-CAM", "Grad-CAM++", "Score-CAM"}
+    assert [m.name for m in CAM_METHODS.values() if m.slow] == ["scorecam", "occlusion", "occlusion-coarse", "occlusion-fine"]
+    assert {m.label for m in CAM_METHODS.values()} >= {"Grad-CAM", "Grad-CAM++", "Score-CAM", "Occlusion"}
+    for method in CAM_METHODS.values():
+        if hasattr(method, "positions"):  # occlusion: one extra pass per patch position at 224 px
+            assert len(method.positions(224)) == method.extra_passes, method.name
+
+
+def _region_forward(rows=slice(0, 64), cols=slice(0, 64)):
+    """A stand-in network whose PNEUMONIA logit is 20 x the mean brightness of one region (top-left by default)."""
+    from model.forward_pass import ForwardPass
+
+    def forward(images):
+        images = np.asarray(images, np.float32)
+        n = len(images)
+        logits = 20.0 * images[:, rows, cols].mean(axis=(1, 2, 3)) - 5.0
+        return ForwardPass(logits, np.zeros((n, 4), np.float32), np.ones((n, 7, 7, 4), np.float32),
+                           np.zeros((n, 7, 7, 4), np.float32))
+    return forward
+
+
+@pytest.mark.parametrize("method", ["occlusion-coarse", "occlusion"])
+def test_occlusion_finds_the_region_the_network_reads(method):
+    image = np.full((224, 224, 3), 0.3, np.float32)
+    image[:64, :64] = 0.9  # the region the stand-in network reads is bright: hiding it lowers the logit
+    cam = CamExplainer(_region_forward()).raw_cam(image, method)
+    assert cam.shape == (224, 224) and cam.min() >= 0
+    assert cam[:64, :64].mean() > 10 * max(cam[96:, 96:].mean(), 1e-6)
+    normal = CamExplainer(_region_forward()).raw_cam(image, method, target="NORMAL")
+    assert normal[:64, :64].max() == 0  # hiding the region raises NORMAL's evidence: no evidence for NORMAL there
+
+
+def test_an_occluded_patch_is_filled_from_its_surroundings_not_from_itself():
+    from model.explain import OCCLUSION_PATCH, _occluded
+
+    image = np.full((224, 224, 3), 0.2, np.float32)
+    image[96:128, 96:128] = 1.0  # a bright patch exactly where the occlusion goes
+    filled = _occluded(image, 96, 96)
+    assert np.allclose(filled[96:96 + OCCLUSION_PATCH, 96:96 + OCCLUSION_PATCH], 0.2, atol=1e-3)
+    outside = np.ones((224, 224), bool)
+    outside[96:128, 96:128] = False
+    assert np.array_equal(filled[outside], image[outside]) and filled is not image
 
 
 @pytest.mark.parametrize("method", sorted(CAM_METHODS))
@@ -136,10 +175,11 @@ def test_evidence_map_absolute_and_per_image():
 def test_fit_cam_scale_is_a_percentile_of_the_peaks(lite0_model, xray):
     images = np.stack([xray * f for f in (0.2, 0.6, 1.0)])
     scale = fit_cam_scale(keras_forward(lite0_model, NETWORK), {"PNEUMONIA": images}, percentile=50.0, slow_images=1)
+    slow = {name: 1 for name, method in CAM_METHODS.items() if method.slow}
     explainer = CamExplainer(keras_forward(lite0_model, NETWORK))
     peaks = [explainer.evidence(image, "gradcam").cam.max() for image in images]
     assert scale.reference["PNEUMONIA"]["gradcam"] == pytest.approx(np.median(peaks), rel=1e-4)
-    assert scale.images["PNEUMONIA"] == {"gradcam": 3, "gradcam++": 3, "scorecam": 1}
+    assert scale.images["PNEUMONIA"] == {"gradcam": 3, "gradcam++": 3, **slow}
     assert scale.value("gradcam", "PNEUMONIA") > 0 and scale.value("gradcam", "NORMAL") is None
 
 

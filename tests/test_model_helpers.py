@@ -160,3 +160,32 @@ def test_report_never_parses_mathtext_and_shortens_long_names():
     shortened = short_name(long)
     assert len(shortened) == MAX_FILE_NAME_CHARS and shortened.startswith("aaa") and shortened.endswith("b.png")
     assert short_name("chest.png") == "chest.png"
+
+
+def _accepted_prediction(probability: float):
+    from model.ood import ImageStats, OodVerdict
+    from model.service import Prediction
+
+    return Prediction(probability, OodVerdict(True, (), 0.2, ImageStats(0.0, 0.2)))
+
+
+def test_one_trust_verdict_from_the_map_shown_first_reaches_the_rows_and_the_csv():
+    """trust_of asks for the check of the map shown first of the call's own class, and the table and CSV carry
+    exactly that verdict (its level, its reasons, its short notes)."""
+    from model.service import BatchItem, results_rows, rows_to_csv, trust_of
+
+    failing = FaithfulnessResult(0.15, 3.0, 3.2, 2.9, 0.1)  # hiding the map's areas raises the evidence
+    assert failing.verdict == "does not support"
+    asked = []
+    prediction = _accepted_prediction(0.97)
+    trust = trust_of(prediction, 0.5, "occlusion", lambda method, label: asked.append((method, label)) or failing)
+    assert asked == [("occlusion", "PNEUMONIA")]
+    assert trust.level == "caution" and trust.notes == ("heatmap check failed",)
+    assert "Occlusion map of the evidence for pneumonia" in trust.reasons[0]
+    row = results_rows([BatchItem(1, "a.png", prediction, None)], 0.5, trusts={1: trust})[0]
+    assert row["trust"] == "caution" and row["message"] == " ".join(trust.reasons)
+    assert "caution" in rows_to_csv([row]) and "heatmap check failed" in rows_to_csv([row])
+    plain = results_rows([BatchItem(1, "a.png", prediction, None)], 0.5)[0]  # without the map's check
+    assert plain["trust"] == "no warning"
+    supported = FaithfulnessResult(0.15, 3.0, 1.0, 2.9, 0.1)
+    assert trust_of(prediction, 0.5, "occlusion", lambda m, label: supported).level == "no warning"
