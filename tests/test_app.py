@@ -257,12 +257,14 @@ def test_presets_in_threshold_order_with_test_figures_and_the_active_one_marked(
     groups = shipped_meta.thresholds.by_value()
     buttons = [b for b in app.button if b.key.startswith("preset_")]
     assert [b.key for b in buttons] == [f"preset_{names[0]}" for names in groups.values()]
-    assert [b.label.removeprefix("✓ ").removesuffix(" (default)") for b in buttons] == [
+    assert [b.label.removesuffix(" (default)") for b in buttons] == [
         " = ".join(n.capitalize() for n in names) for names in groups.values()]  # a shared threshold, one button
     if shipped_meta.model_version == "3":  # v3's confirmatory rule was clamped to balanced's threshold
-        assert [b.label for b in buttons] == ["Screening", "✓ Balanced = Confirmatory (default)"]
+        assert [b.label for b in buttons] == ["Screening", "Balanced = Confirmatory (default)"]
     default = shipped_meta.thresholds.default
-    assert [b.label.startswith("✓") for b in buttons] == [default in names for names in groups.values()]
+    # the active one is marked by a Material icon and the primary colour, never by an emoji alone (issue 27)
+    assert [b.proto.icon == ":material/check:" for b in buttons] == [default in names for names in groups.values()]
+    assert [b.proto.type == "primary" for b in buttons] == [default in names for names in groups.values()]
     captions = " ".join(c.value for c in app.caption)
     assert all(f"{value:.3f}: finds" in captions for value in groups)
 
