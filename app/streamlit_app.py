@@ -58,11 +58,13 @@ from model.service import (  # noqa: E402
     rows_to_csv,
     safe_download_name,
 )
+from model.visitor_card import visitor_card  # noqa: E402
 
 log = get_logger(__name__)  # follows `--logger.level`; never given file names, pixels or patient data
 SAMPLES_DIR = ROOT / "app" / "samples"
 MODEL_CARD = ROOT / "model" / "MODEL_CARD.md"
 REPORTS_DIR = SHIPPED_DIR / "reports"
+FAITHFULNESS_JSON = ROOT / "bench" / "faithfulness.json"  # how often the heatmap passes its own check (python -m bench)
 # No `type=` filter on the uploader: files are identified by content in model/ (a renamed X-ray still works, anything
 # else gets a plain message), and Streamlit's own name check would answer a crafted name (a null byte) with its error.
 COLORMAPS = ["jet", "inferno", "viridis", "magma"]
@@ -663,21 +665,70 @@ def _caption(plot: Path) -> str:
     return PLOT_CAPTIONS.get(plot.stem, plot.stem.replace("_", " "))
 
 
+@st.cache_data(show_spinner=False)
+def report_json(path: Path) -> dict | None:
+    """A report JSON the visitor's card reads its figures from; None when it is missing or unreadable."""
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def visitor_card_ui(metadata: ModelMetadata) -> None:
+    """One phone screen of plain sentences and one small table, from the metadata and report JSONs."""
+    card = visitor_card(metadata, report_json(REPORTS_DIR / "population.json"), report_json(FAITHFULNESS_JSON))
+    with st.container(border=True, key="visitor_card"):
+        for heading, text in card.sections:
+            st.markdown(f"**{heading}.** {text}")
+            if heading == card.table_after and card.table:
+                columns = list(card.table[0])
+                st.markdown("\n".join([" | ".join(columns), " | ".join("---" for _ in columns),
+                                        *(" | ".join(row.values()) for row in card.table)]))
+
+
+WIDE_PLOT_MIN_SHARE = 0.75  # a wide plot is never drawn narrower than this share of its own width: its text stays readable
+
+
+def plot_ui(plot: Path) -> None:
+    """One plot at a readable size. A square plot takes its column (at least 330 px on a phone: two thirds of its
+    own width or more); a wide one keeps at least 75 % of its width and, on a narrow screen, scrolls sideways in
+    its own box instead of shrinking its text to a few pixels."""
+    if _aspect(plot) > 1.3:
+        from PIL import Image
+
+        with Image.open(plot) as image:
+            width = image.width
+        key = f"plot_{plot.stem}"
+        st.html(f"<style>.st-key-{key} {{overflow-x: auto;}} .st-key-{key} img {{min-width: "
+                f"{int(width * WIDE_PLOT_MIN_SHARE)}px;}}</style>")
+        with st.container(key=key):
+            st.image(str(plot), width="stretch")
+        st.caption(_caption(plot) + " On a narrow screen, scroll the plot sideways.")
+    else:
+        with st.container(key=f"plot_{plot.stem}"):
+            st.image(str(plot), width="stretch")
+        st.caption(_caption(plot))
+
+
 def model_card_tab(metadata: ModelMetadata) -> None:
     st.html(NARROW_TABLES_CSS)
-    st.info(plain_summary(metadata))
+    visitor_card_ui(metadata)
     plots = sorted(REPORTS_DIR.glob("*.png"), key=lambda p: (PLOT_ORDER.index(p.stem) if p.stem in PLOT_ORDER else 99,
                                                              p.stem)) if REPORTS_DIR.exists() else []
-    wide = [p for p in plots if _aspect(p) > 1.3]
-    square = [p for p in plots if p not in wide]
-    for plot in wide:  # a readable size: about 700 px on a wide screen (a column), the full width on a phone
-        column, _ = st.columns([3, 2])
-        column.image(str(plot), caption=_caption(plot), width="stretch")
-    for start in range(0, len(square), 2):  # square plots two to a row (one under another on a phone)
-        for column, plot in zip(st.columns([2, 2, 1]), square[start:start + 2]):
-            column.image(str(plot), caption=_caption(plot), width="stretch")
-    if MODEL_CARD.exists():
-        with st.expander("The full technical model card", expanded=False):
+    with st.expander("The full technical model card", expanded=False):
+        st.info(plain_summary(metadata))
+        wide = [p for p in plots if _aspect(p) > 1.3]
+        square = [p for p in plots if p not in wide]
+        for plot in wide:  # about 1000 px on a wide screen (a column), wider than a phone (scrolling in its own box)
+            with st.columns([4, 1])[0]:
+                plot_ui(plot)
+        for start in range(0, len(square), 2):  # square plots two to a row (one under another on a phone)
+            for column, plot in zip(st.columns([2, 2, 1]), square[start:start + 2]):
+                with column:
+                    plot_ui(plot)
+        if MODEL_CARD.exists():
             st.markdown(MODEL_CARD.read_text())
     st.caption(f"Model file SHA-256 {metadata.sha256}")
 
