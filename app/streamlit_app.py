@@ -394,14 +394,16 @@ def result_ui(upload: Upload, prediction: Prediction, threshold: float, unreliab
     with st.container(border=True):
         st.text(f"File: {upload.name}")
         left, right = st.columns([1, 3])
-        left.metric(f"Pneumonia probability (unreliable: {NOT_A_DIAGNOSIS})" if unreliable else "Pneumonia probability",
+        left.metric("Pneumonia probability (unreliable)" if unreliable else "Pneumonia probability",
                     f"{prediction.probability:.1%}")
+        if unreliable:  # under the number, in full (a metric's label is cut short in a narrow column)
+            left.caption(f"Unreliable: {NOT_A_DIAGNOSIS}.")
         side = "at or above" if label == "PNEUMONIA" else "below"
         with right:
             if unreliable:  # shown against the gate's advice: no call colour, no bold call
-                st.warning(f"Shown anyway, unreliable, {NOT_A_DIAGNOSIS}: the model's output would read {label} at threshold "
-                           f"{threshold:.3f} (the probability {prediction.probability:.3f} is {side} it), but the "
-                           "image is outside what this model knows.", icon=":material/report:")
+                st.warning(f"Shown anyway: the model's output would read {label} at threshold {threshold:.3f} (the "
+                           f"probability {prediction.probability:.3f} is {side} it), but the image is outside what this "
+                           f"model knows, so this is {NOT_A_DIAGNOSIS}.", icon=":material/report:")
             else:
                 (st.error if label == "PNEUMONIA" else st.success)(
                     f"**{label}** at threshold {threshold:.3f}: the calibrated probability "
