@@ -167,6 +167,8 @@ def test_an_empty_map_is_said_to_be_empty(app):
     """Grad-CAM++'s evidence for pneumonia on a confident normal film is empty on the fixed scale: the page says the
     method found no evidence to show, never 'reaches only 0 %' or 'the bright areas are not what drives it'."""
     _pick_sample(app, 0)
+    assert app.button(key="sample_0").proto.icon == ":material/check:"  # the chosen sample: an icon, not an emoji
+    assert not app.button(key="sample_1").proto.icon
     app.selectbox(key="method").set_value("gradcam++").run()
     assert not app.exception
     text = _markdown_text(app)
