@@ -39,10 +39,10 @@ from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E4
 from model.explain import CAM_METHODS, CamExplainer, EvidenceMap, color_bar, overlay_heatmap  # noqa: E402
 from model.faithfulness import FaithfulnessResult  # noqa: E402
 from model.ood import HEADLINE, REASON_SHORT  # noqa: E402
-from model.operating_point import DEFAULT_PREVALENCE, PREVALENCE_REASON, operating_point  # noqa: E402
+from model.operating_point import DEFAULT_PREVALENCE, PREVALENCE_REASON, edge_of_range, operating_point  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 from model.preprocessing import ImageInputError, colour_preview  # noqa: E402
-from model.report import DISCLAIMER, ReportContent, plain_summary, render_report  # noqa: E402
+from model.report import DISCLAIMER, NOT_A_DIAGNOSIS, ReportContent, plain_summary, render_report  # noqa: E402
 from model.service import (  # noqa: E402
     DISPLAY_MAX_SIDE,
     BatchItem,
@@ -58,17 +58,20 @@ from model.service import (  # noqa: E402
     shown_first,
     trust_of,
 )
+from model.visitor_card import visitor_card  # noqa: E402
 
 log = get_logger(__name__)  # follows `--logger.level`; never given file names, pixels or patient data
 SAMPLES_DIR = ROOT / "app" / "samples"
 MODEL_CARD = ROOT / "model" / "MODEL_CARD.md"
 REPORTS_DIR = SHIPPED_DIR / "reports"
+FAITHFULNESS_JSON = ROOT / "bench" / "faithfulness.json"  # how often the heatmap passes its own check (python -m bench)
 # No `type=` filter on the uploader: files are identified by content in model/ (a renamed X-ray still works, anything
 # else gets a plain message), and Streamlit's own name check would answer a crafted name (a null byte) with its error.
 COLORMAPS = ["jet", "inferno", "viridis", "magma"]
 TARGETS = {"PNEUMONIA": "Evidence for pneumonia", "NORMAL": "Evidence for normal"}
 WHICH_CLASS = {"call": "the call", "other": "the other class"}  # the map's class, relative to the call: each image opens on its own call
 MAX_FILES = 50  # one batch; more would make every interaction slow for everyone on a small server
+CHOSEN = ":material/check:"  # marks the chosen sample and the active preset (with the button's colour); never an emoji
 MAX_BATCH_MB = 100  # held by the server while the batch is shown: 100 MB of the hosted tier's 690 (issue 21)
 
 keep_uploads_in_memory(st.get_option("server.maxUploadSize"))
@@ -176,14 +179,15 @@ def trust_for(upload: Upload, prediction: Prediction, threshold: float, metadata
     """The one trust verdict of this upload at this threshold (page, table, CSV and reports alike): it checks the map
     shown first, the evidence for the call itself (cached per image, method and class)."""
     return trust_of(prediction, threshold, shown_first(metadata),
-                    lambda method, label: explain(upload.digest, upload.data, method, label)[1])
+                    lambda method, label: explain(upload.digest, upload.data, method, label)[1],
+                    edge_cautions(metadata, threshold, prediction.label(threshold)))
 
 
 # ---------- sections ----------
 
 def header_ui() -> None:
     st.title("Pediatric chest X-ray: pneumonia classifier")
-    st.warning(DISCLAIMER, icon="⚠️")
+    st.warning(DISCLAIMER, icon=":material/warning:")
 
 
 def input_ui() -> list[Upload]:
@@ -209,8 +213,8 @@ def sample_ui() -> list[Upload]:
         for index, name in enumerate(names):
             with st.container(width=120, gap="small", horizontal_alignment="center"):
                 st.image(thumbnails[name], width=110)
-                st.button(("✓ " if name == chosen else "") + _sample_label(names, name), key=f"sample_{index}",
-                          type="primary" if name == chosen else "secondary", width="stretch",
+                st.button(_sample_label(names, name), key=f"sample_{index}", width="stretch",
+                          type="primary" if name == chosen else "secondary", icon=CHOSEN if name == chosen else None,
                           on_click=lambda n=name: st.session_state.update(sample=n))
     if flagged_samples():
         st.caption("A sample marked with * is one the out-of-distribution gate flags: it shows what a refusal looks like.")
@@ -354,12 +358,15 @@ def threshold_ui(metadata: ModelMetadata, prevalence: float) -> None:
         active = abs(float(state.threshold) - value) < 5e-4
         default = " (default)" if metadata.thresholds.default in names else ""
         label = " = ".join(name.capitalize() for name in names)
-        column.button(("✓ " if active else "") + f"{label}{default}", key=f"preset_{names[0]}", width="stretch",
-                      type="primary" if active else "secondary",
+        column.button(f"{label}{default}", key=f"preset_{names[0]}", width="stretch",
+                      type="primary" if active else "secondary", icon=CHOSEN if active else None,
                       on_click=lambda v=value: st.session_state.update(threshold=v))
         column.caption(f"{value:.3f}: finds {point.sensitivity:.0%}, clears {point.specificity:.0%}")
     st.slider("Call PNEUMONIA when the probability is at least", 0.001, 0.999, key="threshold_slider",
               step=0.001, format="%.3f", on_change=lambda: state.update(threshold=state.threshold_slider))
+    edge = edge_of_range(operating_point(metadata, float(state.threshold), prevalence))
+    if edge:
+        st.warning(edge.meaning, icon=":material/warning:")
     with st.expander("How is this computed?"):
         st.markdown("How each preset was chosen (on the model's validation data, before any test image was seen):")
         for names in groups.values():
@@ -371,12 +378,9 @@ def prevalence_ui() -> float:
     state = st.session_state
     st.number_input("How common is pneumonia among the children you X-ray? (%)", 1, 99, step=1, format="%d",
                     key="prevalence_input", on_change=lambda: state.update(prevalence=state.prevalence_input),
-                    help="Used only for the two 'how often is it right' figures. It starts at 1 %: at 0 % there is "
-                         "no pneumonia to find, so a PNEUMONIA call could never be right and those figures mean nothing.")
-    st.caption(f"{DEFAULT_PREVALENCE:.0%} by default, an illustrative figure; set your own. 0 % is not allowed: with no "
-               "pneumonia at all, a PNEUMONIA call is never right.")
-    with st.expander("Why not the dataset's own share?"):
-        st.markdown(PREVALENCE_REASON)
+                    help="Used only for PPV and NPV, the two 'how often is it right' figures. Any whole number from "
+                         "1 to 99 %: at 0 % there is no pneumonia to find, so a PNEUMONIA call could never be right.")
+    st.caption(PREVALENCE_REASON)  # the default, said once, with why
     return float(state.prevalence) / 100
 
 
@@ -392,10 +396,11 @@ def current_threshold(metadata: ModelMetadata) -> float:
     return float(st.session_state.get("threshold", metadata.thresholds.default_value))
 
 
-def operating_ui(metadata: ModelMetadata, threshold: float, prevalence: float) -> None:
+def operating_ui(metadata: ModelMetadata, threshold: float, prevalence: float, unreliable: bool = False) -> None:
     point = operating_point(metadata, threshold, prevalence)
     st.markdown("**What this threshold means**")
-    st.caption(f"At threshold {threshold:.3f}, measured on the {point.source}:")
+    st.caption(f"At threshold {threshold:.3f}, measured on the {point.source}:"
+               + (" X-rays like the model's own. They say nothing about this image, which is not." if unreliable else ""))
     top, bottom = st.columns(2), st.columns(2)
     top[0].metric("Sensitivity", f"{point.sensitivity:.1%}", help="Share of pneumonia X-rays called PNEUMONIA")
     top[1].metric("Specificity", f"{point.specificity:.1%}", help="Share of normal X-rays called NORMAL")
@@ -411,18 +416,27 @@ def result_ui(upload: Upload, prediction: Prediction, threshold: float, unreliab
     with st.container(border=True):
         st.text(f"File: {upload.name}")
         left, right = st.columns([1, 3])
-        left.metric("Pneumonia probability" + (" (unreliable)" if unreliable else ""), f"{prediction.probability:.1%}")
+        left.metric("Pneumonia probability (unreliable)" if unreliable else "Pneumonia probability",
+                    f"{prediction.probability:.1%}")
+        if unreliable:  # under the number, in full (a metric's label is cut short in a narrow column)
+            left.caption(f"Unreliable: {NOT_A_DIAGNOSIS}.")
         side = "at or above" if label == "PNEUMONIA" else "below"
-        statement = (f"**{label}** at threshold {threshold:.3f}: the calibrated probability "
-                     f"{prediction.probability:.3f} is {side} the threshold.")
         with right:
-            (st.error if label == "PNEUMONIA" else st.success)(statement)
+            if unreliable:  # shown against the gate's advice: no call colour, no bold call
+                st.warning(f"Shown anyway: the model's output would read {label} at threshold {threshold:.3f} (the "
+                           f"probability {prediction.probability:.3f} is {side} it), but the image is outside what this "
+                           f"model knows, so this is {NOT_A_DIAGNOSIS}.", icon=":material/report:")
+            else:
+                (st.error if label == "PNEUMONIA" else st.success)(
+                    f"**{label}** at threshold {threshold:.3f}: the calibrated probability "
+                    f"{prediction.probability:.3f} is {side} the threshold.")
             slot = st.empty()
             slot.caption("Checking how far to trust this result…")
     return label, slot
 
 
-TRUST_BOXES = {"outside": ("error", "🚫"), "caution": ("warning", "⚖️"), "no warning": ("info", "✅")}
+TRUST_BOXES = {"outside": ("error", ":material/block:"), "caution": ("warning", ":material/warning:"),
+               "no warning": ("info", ":material/check_circle:")}  # the headline's words carry the meaning
 
 
 def trust_ui(slot, trust: Trust, shown_anyway: bool = False) -> None:
@@ -471,11 +485,27 @@ def sanity_note(metadata: ModelMetadata, method: str) -> str | None:
             "structure more than what this model uses. Read it with that in mind.")
 
 
+EMPTY_MAP = 0.005  # a map whose strongest spot is below this share of full colour shows as 0 %: nothing to show
+
+
+def empty_map(evidence: EvidenceMap) -> bool:
+    """The map is blank: all zero, or its strongest spot rounds to 0 % of the model's full colour."""
+    return float(evidence.cam.max()) <= 0.0 or (evidence.absolute and evidence.peak < EMPTY_MAP)
+
+
+def no_evidence_sentence(settings: ExplainSettings) -> str:
+    return (f"{CAM_METHODS[settings.method].label} found no {TARGETS[settings.target].lower()} to show in this image: "
+            "its map is empty (the strongest spot is under 1 % of full colour).")
+
+
 def map_note(evidence: EvidenceMap, settings: ExplainSettings, metadata: ModelMetadata) -> tuple[str, str]:
-    """(what the colour bar's right end means, a sentence on how strong the evidence is), in plain words."""
+    """(what the colour bar's right end means, a sentence on how strong the evidence is), in plain words that
+    follow from the numbers: an empty map is said to be empty, never 'reaches 0 %'."""
     what = TARGETS[settings.target].lower()
     scale = metadata.cam_scale
     if not evidence.absolute:
+        if empty_map(evidence):
+            return "the strongest spot in this image, however weak", no_evidence_sentence(settings)
         return ("the strongest spot in this image, however weak",
                 "This model has no fitted heatmap scale, so each map is stretched to its own strongest spot: a faint "
                 "map looks as bright as a strong one.")
@@ -483,6 +513,12 @@ def map_note(evidence: EvidenceMap, settings: ExplainSettings, metadata: ModelMe
     top = f"the top {100 - scale.percentile:.0f} %" if scale else "the strongest"
     reference = (f"as strong as in {top} of the maps on the model's validation "
                  f"{'pneumonia' if settings.target == 'PNEUMONIA' else 'normal'} X-rays")
+    if empty_map(evidence):
+        if settings.per_image:
+            return ("the strongest spot in this image, however weak",
+                    f"{no_evidence_sentence(settings)} Per-image contrast stretches that near-nothing to full colour: "
+                    "the colours you see are not evidence. Turn it off to see the map on the fixed scale.")
+        return reference, no_evidence_sentence(settings)
     if settings.per_image:
         return ("the strongest spot in this image, however weak",
                 f"Per-image contrast is on: the map is stretched to its own strongest spot, which reaches {share} "
@@ -493,7 +529,7 @@ def map_note(evidence: EvidenceMap, settings: ExplainSettings, metadata: ModelMe
 
 
 def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSettings, metadata: ModelMetadata,
-                   label: str, unreliable: bool = False) -> tuple[np.ndarray, FaithfulnessResult, str]:
+                   label: str, unreliable: bool = False) -> tuple[np.ndarray, FaithfulnessResult | None, str]:
     with st.spinner(f"Computing {CAM_METHODS[settings.method].label} and checking it…"):
         evidence, check = explain(upload.digest, upload.data, settings.method, settings.target)
     overlay = overlay_heatmap(analysis.display, evidence.heatmap(per_image=settings.per_image), settings.colormap,
@@ -508,13 +544,17 @@ def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSet
                  width="stretch")
     first = shown_first(metadata)
     trust_map = (settings.method, settings.target) == (first, label)
+    empty = empty_map(evidence)
     with right:
-        (st.info if evidence.little_evidence else st.markdown)(strength)
+        (st.info if evidence.little_evidence or empty else st.markdown)(strength)
         if note := sanity_note(metadata, settings.method):
             st.warning(note)
         subject = "this output" if trust_map else f"the evidence for {settings.target.lower()} it shows"
         sentence, detail = check.describe(settings.target, subject)
         box = st.info if unreliable else {"supports": st.success, "weak": st.warning, "does not support": st.error}[check.verdict]
+        if empty:  # no highlighted area to hide: the check has nothing to test
+            sentence, box = "Nothing to check: the map highlights no area, so there is nothing to hide.", st.info
+            detail = f"The check still ran on the map's faint shape, stretched to its own maximum. {detail}"
         heading = "Does the map explain the output?" if trust_map else "Does this map explain what it shows?"
         box(f"**{heading}** {sentence}")
         if not trust_map:
@@ -529,6 +569,8 @@ def explanation_ui(upload: Upload, analysis: ImageAnalysis, settings: ExplainSet
                 "*Does not support*: no fall, or no more than one spread beyond random removal. *Weak*: in between.\n\n"
                 f"**The colours.** {_scale_detail(metadata, settings)} Evidence is in log-odds: the logarithm of "
                 "P / (1 − P), where a change of 1 multiplies the odds by e ≈ 2.7.")
+    if empty:  # the report then says only what the page says: no evidence, nothing to check
+        return overlay, None, f"{strength} Nothing for the map's check to test. Colour bar: right end = {right_end}."
     return overlay, check, f"{strength} Colour bar: right end = {right_end}."
 
 
@@ -578,7 +620,7 @@ def ood_ui(upload: Upload, analysis: ImageAnalysis) -> bool:
         st.text(f"File: {upload.name}")
         ood = prediction.ood
         st.error(f"**{HEADLINE}: {ood.summary}.** The pneumonia probability is withheld: on such an image it "
-                   "would not mean much.", icon="🚫")
+                   "would not mean much.", icon=":material/block:")
         with st.expander("How is this computed?"):
             st.markdown(f"The population gate checks every image before the model answers: {ood.message}. "
                         f"Its feature distance is {ood.distance:.2f}× its limit; its population head gives "
@@ -592,6 +634,14 @@ def ood_ui(upload: Upload, analysis: ImageAnalysis) -> bool:
         st.image(analysis.display if colour is None else colour,
                  caption="Uploaded image" + (" (in colour, as uploaded)" if colour is not None else ""), width=360)
     return shown
+
+
+def edge_cautions(metadata: ModelMetadata, threshold: float, label: str) -> tuple[str, ...]:
+    """A caution for the trust verdict when the threshold is at the edge of its range and the call goes its way:
+    there "not borderline" would claim too much (sensitivity and specificity do not depend on the prevalence)."""
+    edge = edge_of_range(operating_point(metadata, threshold, DEFAULT_PREVALENCE))
+    caution = edge.caution(label) if edge else None
+    return (caution,) if caution else ()
 
 
 def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
@@ -614,7 +664,7 @@ def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
     with left:
         threshold_ui(metadata, prevalence)
     with right:
-        operating_ui(metadata, threshold, prevalence)
+        operating_ui(metadata, threshold, prevalence, unreliable is not None)
     st.subheader("Where is the evidence?")
     settings = explain_settings_ui(metadata, label)
     overlay, check, note = explanation_ui(upload, analysis, settings, metadata, label, unreliable is not None)
@@ -670,27 +720,76 @@ def _caption(plot: Path) -> str:
     return PLOT_CAPTIONS.get(plot.stem, plot.stem.replace("_", " "))
 
 
+@st.cache_data(show_spinner=False)
+def report_json(path: Path) -> dict | None:
+    """A report JSON the visitor's card reads its figures from; None when it is missing or unreadable."""
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def visitor_card_ui(metadata: ModelMetadata) -> None:
+    """One phone screen of plain sentences and one small table, from the metadata and report JSONs."""
+    card = visitor_card(metadata, report_json(REPORTS_DIR / "population.json"), report_json(FAITHFULNESS_JSON))
+    with st.container(border=True, key="visitor_card"):
+        for heading, text in card.sections:
+            st.markdown(f"**{heading}.** {text}")
+            if heading == card.table_after and card.table:
+                columns = list(card.table[0])
+                st.markdown("\n".join([" | ".join(columns), " | ".join("---" for _ in columns),
+                                        *(" | ".join(row.values()) for row in card.table)]))
+
+
+WIDE_PLOT_MIN_SHARE = 0.75  # a wide plot is never drawn narrower than this share of its own width: its text stays readable
+
+
+def plot_ui(plot: Path) -> None:
+    """One plot at a readable size. A square plot takes its column (at least 330 px on a phone: two thirds of its
+    own width or more); a wide one keeps at least 75 % of its width and, on a narrow screen, scrolls sideways in
+    its own box instead of shrinking its text to a few pixels."""
+    if _aspect(plot) > 1.3:
+        from PIL import Image
+
+        with Image.open(plot) as image:
+            width = image.width
+        key = f"plot_{plot.stem}"
+        st.html(f"<style>.st-key-{key} {{overflow-x: auto;}} .st-key-{key} img {{min-width: "
+                f"{int(width * WIDE_PLOT_MIN_SHARE)}px;}}</style>")
+        with st.container(key=key):
+            st.image(str(plot), width="stretch")
+        st.caption(_caption(plot) + " On a narrow screen, scroll the plot sideways.")
+    else:
+        with st.container(key=f"plot_{plot.stem}"):
+            st.image(str(plot), width="stretch")
+        st.caption(_caption(plot))
+
+
 def model_card_tab(metadata: ModelMetadata) -> None:
     st.html(NARROW_TABLES_CSS)
-    st.info(plain_summary(metadata))
+    visitor_card_ui(metadata)
     plots = sorted(REPORTS_DIR.glob("*.png"), key=lambda p: (PLOT_ORDER.index(p.stem) if p.stem in PLOT_ORDER else 99,
                                                              p.stem)) if REPORTS_DIR.exists() else []
-    wide = [p for p in plots if _aspect(p) > 1.3]
-    square = [p for p in plots if p not in wide]
-    for plot in wide:  # a readable size: about 700 px on a wide screen (a column), the full width on a phone
-        column, _ = st.columns([3, 2])
-        column.image(str(plot), caption=_caption(plot), width="stretch")
-    for start in range(0, len(square), 2):  # square plots two to a row (one under another on a phone)
-        for column, plot in zip(st.columns([2, 2, 1]), square[start:start + 2]):
-            column.image(str(plot), caption=_caption(plot), width="stretch")
-    if MODEL_CARD.exists():
-        with st.expander("The full technical model card", expanded=False):
+    with st.expander("The full technical model card", expanded=False):
+        st.info(plain_summary(metadata))
+        wide = [p for p in plots if _aspect(p) > 1.3]
+        square = [p for p in plots if p not in wide]
+        for plot in wide:  # about 1000 px on a wide screen (a column), wider than a phone (scrolling in its own box)
+            with st.columns([4, 1])[0]:
+                plot_ui(plot)
+        for start in range(0, len(square), 2):  # square plots two to a row (one under another on a phone)
+            for column, plot in zip(st.columns([2, 2, 1]), square[start:start + 2]):
+                with column:
+                    plot_ui(plot)
+        if MODEL_CARD.exists():
             st.markdown(MODEL_CARD.read_text())
     st.caption(f"Model file SHA-256 {metadata.sha256}")
 
 
 def main() -> None:
-    st.set_page_config(page_title="Chest X-ray pneumonia classifier", page_icon="🫁", layout="wide")
+    st.set_page_config(page_title="Chest X-ray pneumonia classifier", page_icon=":material/pulmonology:", layout="wide")
     header_ui()
     try:
         predictor, _ = load_model()

@@ -115,7 +115,7 @@ class FaithfulnessResult:
                         f"for {what}, but not clearly more than hiding random areas, or not by much.")
         elif self.cam_drop <= 0:
             sentence = (f"The map does not support {subject}: hiding the highlighted {area} does not lower the "
-                        f"evidence for {what}, so the bright areas are not what drives it.")
+                        f"evidence for {what}, so the areas it ranks highest are not what drives it.")
         else:
             sentence = (f"The map does not support {subject}: hiding the highlighted {area} lowers the evidence for "
                         f"{what} no more than hiding a random {area} does.")

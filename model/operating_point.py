@@ -19,9 +19,9 @@ from model.artifact import ModelMetadata
 # Children X-rayed because pneumonia is suspected: an illustrative figure, far below the study splits'
 # 74 % (train) and 62 % (test), which were assembled for the study rather than sampled from a clinic.
 DEFAULT_PREVALENCE = 0.20
-PREVALENCE_REASON = ("20 % by default: an illustrative share of children X-rayed because pneumonia is suspected. "
-                     "The dataset's own mix (74 % pneumonia in training, 62 % in test) was assembled for the study, "
-                     "not sampled from a clinic, and would make PPV look far better than it is. Set your own.")
+PREVALENCE_REASON = (f"{DEFAULT_PREVALENCE:.0%} by default: an illustrative share of children X-rayed because pneumonia is "
+                     "suspected. The dataset's own mix (74 % pneumonia in training, 62 % in test) was assembled for the "
+                     "study, not sampled from a clinic, and would make PPV look far better than it is. Set your own.")
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,45 @@ def operating_point(metadata: ModelMetadata, threshold: float, prevalence: float
         source = "validation split (optimistic: drawn from the training data's hospital and period)"
     ppv, npv = predictive_values(sensitivity, specificity, prevalence)
     return OperatingPoint(float(threshold), sensitivity, specificity, prevalence, ppv, npv, source, bool(held_out))
+
+
+EDGE_SHARE = 0.5  # a threshold that calls more than half of one class the wrong way is at the edge of the range
+
+
+@dataclass(frozen=True)
+class EdgeOfRange:
+    """A threshold at the edge of the range: where it was measured, it calls most X-rays of one class the wrong way."""
+
+    threshold: float
+    called: str  # the call it makes of almost everything: "PNEUMONIA" (a low threshold) or "NORMAL" (a high one)
+    does: str  # what it does where it was measured, with the figure: "on the official test split it calls ..."
+
+    @property
+    def meaning(self) -> str:
+        return f"Threshold {self.threshold:.3f} is at the edge of the range: {self.does}."
+
+    def caution(self, label: str) -> str | None:
+        """For a call in the threshold's own direction: however far from the threshold, it says little."""
+        if label != self.called:
+            return None
+        return (f"The threshold is at the edge of its range: {self.does}. A {label} call there says little about "
+                "this image, however far its probability is from the threshold.")
+
+
+def edge_of_range(point: OperatingPoint) -> EdgeOfRange | None:
+    """What a threshold at the edge of the range means, from the figures measured at it (``point``), or None.
+
+    At the edge (specificity or sensitivity below :data:`EDGE_SHARE` where ``point`` was measured) a call in the
+    threshold's direction says little about the image, so "not borderline" would claim too much.
+    """
+    where = "the official test split" if point.held_out else "the validation split"
+    if point.specificity < EDGE_SHARE:
+        called, other, figure = "PNEUMONIA", "normal", f"specificity {point.specificity:.1%}"
+        wrong = 1 - point.specificity  # share of normal X-rays called PNEUMONIA
+    elif point.sensitivity < EDGE_SHARE:
+        called, other, figure = "NORMAL", "pneumonia", f"sensitivity {point.sensitivity:.1%}"
+        wrong = 1 - point.sensitivity  # share of pneumonia X-rays called NORMAL
+    else:
+        return None
+    how_many = f"almost every X-ray {called}, {other} ones too" if wrong > 0.9 else f"{wrong:.0%} of {other} X-rays {called}"
+    return EdgeOfRange(point.threshold, called, f"on {where} it calls {how_many} ({figure})")

@@ -25,6 +25,7 @@ DISCLAIMER = ("Research demo, not for clinical use. Not a medical device: it has
 CITATION = "Data: Kermany, Zhang, Goldbaum (2018), Mendeley Data V2, doi:10.17632/rscbjbr9sj.2, CC BY 4.0."
 KEY_WIDTH, VALUE_WIDTH = 32, 50  # characters per line of each column at the report's font size
 MAX_FILE_NAME_CHARS = 120  # a longer name is shown as its first and last characters
+NOT_A_DIAGNOSIS = "not a diagnosis of this image"  # beside every output shown against the gate's advice
 PLAIN = {"parse_math": False, "usetex": False}  # every text artist: user text is never mathtext or TeX
 
 
@@ -80,8 +81,11 @@ def report_lines(c: ReportContent) -> list[tuple[str, str]]:
     lines = [
         ("File", short_name(c.file_name)),
         ("Generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("Pneumonia probability (calibrated)", f"{c.probability:.3f}" + ("  (UNRELIABLE)" if c.unreliable else "")),
-        ("Decision at threshold", f"{c.label} (threshold {point.threshold:.3f})"),
+        ("Pneumonia probability (calibrated)", f"{c.probability:.3f}"
+         + (f"  (UNRELIABLE: {NOT_A_DIAGNOSIS})" if c.unreliable else "")),
+        ("Decision at threshold", f"{c.label} (threshold {point.threshold:.3f})") if not c.unreliable else
+        ("Model's output, shown anyway", f"would read {c.label} at threshold {point.threshold:.3f}; shown against the "
+                                         f"gate's advice, so {NOT_A_DIAGNOSIS}"),
         ("Population gate", c.gate),
     ]
     if c.trust:

@@ -62,14 +62,16 @@ class Prediction:
                          "training X-rays than most.")
         return notes
 
-    def trust(self, threshold: float, explanation_cautions: tuple[str, ...] = ()) -> Trust:
+    def trust(self, threshold: float, explanation_cautions: tuple[str, ...] = (),
+              threshold_cautions: tuple[str, ...] = ()) -> Trust:
         """One verdict on how far to trust this output: the gate, the borderline caution and (when an
         explanation was checked) the explanation's own caution, in one place for the screen, report and CSV."""
         if not self.ood.in_distribution:
             return Trust("outside", (f"{self.ood.summary[0].upper()}{self.ood.summary[1:]}.",), ("outside",))
-        reasons = tuple(self.cautions(threshold)) + tuple(explanation_cautions)
+        reasons = tuple(self.cautions(threshold)) + tuple(threshold_cautions) + tuple(explanation_cautions)
         notes = (("borderline call",) if self.borderline(threshold) else ()) + \
             (("near the gate's limit",) if self.ood.near_limit else ()) + \
+            (("threshold at the edge of its range",) if threshold_cautions else ()) + \
             (("heatmap check failed",) if explanation_cautions else ())
         return Trust("caution" if reasons else "no warning", reasons, notes)
 
@@ -235,11 +237,13 @@ def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: 
                                     evidence.heatmap(per_image=True))
 
 
-def trust_of(prediction: Prediction, threshold: float, method: str, check_call) -> Trust:
+def trust_of(prediction: Prediction, threshold: float, method: str, check_call,
+             threshold_cautions: tuple[str, ...] = ()) -> Trust:
     """The one trust verdict of an output, for every place it is shown (page, table, CSV, reports):
     ``check_call(method, label)`` gives the check of the map shown first for the call's own class, and is only
-    asked when the gate accepted the image (an image outside gets "outside" whatever its map says)."""
+    asked when the gate accepted the image (an image outside gets "outside" whatever its map says);
+    ``threshold_cautions``: what the threshold itself costs this call (one at the edge of its range)."""
     if not prediction.ood.in_distribution:
         return prediction.trust(threshold)
     label = prediction.label(threshold)
-    return prediction.trust(threshold, explanation_cautions(check_call(method, label), label, method))
+    return prediction.trust(threshold, explanation_cautions(check_call(method, label), label, method), threshold_cautions)

@@ -156,6 +156,98 @@ def test_photograph_is_flagged_with_reason_and_show_anyway_is_marked(app):
     assert any("Do not rely on this result" in e.value and "because you asked for it" in e.value for e in app.error)
 
 
+def test_shown_anyway_output_is_styled_as_unreliable_throughout(app):
+    """Shown against the gate's advice: no green or red call box, 'not a diagnosis of this image' under the number,
+    the output in a neutral box, the map's check in a neutral box, and the threshold figures said not to apply."""
+    from skimage import data as skdata
+
+    _upload(app, [("cat.jpeg", encode(Image.fromarray(skdata.chelsea()), "JPEG"), "image/jpeg")])
+    next(c for c in app.checkbox if c.key.startswith("show_anyway_")).check().run()
+    assert not app.exception
+    assert not any("at threshold" in str(e.value) for e in list(app.success) + list(app.error))  # no call colour
+    assert not app.success  # nothing green anywhere on the page
+    shown = next(w for w in app.warning if "Shown anyway" in w.value)
+    assert "not a diagnosis of this image" in shown.value and "**" not in shown.value and shown.icon == ":material/report:"
+    metric = app.tabs[0].metric[0]
+    assert metric.label == f"{PROBABILITY} (unreliable)"
+    assert "Unreliable: not a diagnosis of this image." in [c.value for c in app.caption]
+    check = next(i for i in app.info if "Does the map explain the output?" in i.value)  # neutral, not a verdict colour
+    assert check.value and not any("Does the map explain" in str(e.value) for e in list(app.error) + list(app.warning))
+    assert any("They say nothing about this image" in c.value for c in app.caption)
+
+
+def test_an_empty_map_is_said_to_be_empty(app):
+    """Grad-CAM++'s evidence for pneumonia on a confident normal film is empty on the fixed scale: the page says the
+    method found no evidence to show, never 'reaches only 0 %' or 'the bright areas are not what drives it'."""
+    _pick_sample(app, 0)
+    assert app.button(key="sample_0").proto.icon == ":material/check:"  # the chosen sample: an icon, not an emoji
+    assert not app.button(key="sample_1").proto.icon
+    app.selectbox(key="method").set_value("gradcam++").run()
+    assert not app.exception
+    text = _markdown_text(app)
+    assert "Grad-CAM++ found no evidence for pneumonia to show in this image: its map is empty" in text
+    assert "Nothing to check: the map highlights no area" in text
+    assert "reaches only 0%" not in text and "0% of full colour" not in text and "bright areas" not in text
+    app.toggle(key="per_image").set_value(True).run()
+    text = _markdown_text(app)
+    assert "found no evidence for pneumonia" in text and "the colours you see are not evidence" in text
+    app.toggle(key="per_image").set_value(False).run()
+    app.selectbox(key="method").set_value("gradcam").run()  # Grad-CAM's map of the same film is weak, not empty
+    assert "Little evidence for pneumonia anywhere in this image" in _markdown_text(app)
+
+
+def test_a_threshold_at_the_edge_says_what_it_does_on_the_test_split(app, shipped_meta):
+    from model.operating_point import DEFAULT_PREVALENCE, operating_point
+
+    _pick_sample(app, 0)  # a normal film at about 0.6 %
+    assert not any("edge of the range" in w.value for w in app.warning)  # the default threshold is not at the edge
+    app.slider(key="threshold_slider").set_value(0.001).run()
+    point = operating_point(shipped_meta, 0.001, DEFAULT_PREVALENCE)
+    note = next(w.value for w in app.warning if "is at the edge of the range" in w.value)
+    assert f"specificity {point.specificity:.1%}" in note and "official test split" in note
+    assert "calls almost every X-ray PNEUMONIA" in note  # the test split's figure, not a fixed text
+    trust = next(w.value for w in app.warning if w.value.startswith("**Read with caution"))
+    assert "edge of its range" in trust and "says little about this image" in trust
+    assert not any("not borderline" in str(e.value) for e in list(app.info) + list(app.warning))
+
+
+def test_the_prevalence_default_is_said_once_with_why(app):
+    from model.operating_point import DEFAULT_PREVALENCE
+
+    _pick_sample(app, 0)
+    box = app.number_input(key="prevalence_input")
+    assert box.value == round(DEFAULT_PREVALENCE * 100)
+    assert "starts at" not in box.help and "by default" not in box.help  # the help says the range, not a default
+    tab = app.tabs[0]  # the Analyse tab (the model card says "by default" of the heatmap method)
+    everything = " ".join(str(e.value) for e in [*tab.markdown, *tab.caption, *tab.info, *tab.warning]) + box.help
+    assert everything.count("by default") == 1 and f"{DEFAULT_PREVALENCE:.0%} by default" in everything
+    assert "because pneumonia is suspected" in everything  # and why
+
+
+def test_no_emoji_alone_carries_a_meaning():
+    """Emoji render as empty boxes without an emoji font (Debian's chromium, locked-down PCs): icons are Material
+    icons and every meaning is in words."""
+    root = Path(APP).parents[1]
+    emoji = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F]")
+    for path in (root / "app" / "streamlit_app.py", root / "model" / "report.py", root / "model" / "visitor_card.py"):
+        found = emoji.findall(path.read_text())
+        assert not found, (path.name, found)
+
+
+def test_the_model_card_opens_with_the_visitors_card_and_keeps_the_technical_one(app, shipped_meta):
+    card = app.tabs[1]
+    first = card.markdown[0].value
+    assert first.startswith("**What it is for.**")
+    text = " ".join(m.value for m in card.markdown)
+    assert f"{shipped_meta.metrics.test['roc_auc']:.0%} of the time" in text
+    assert "setting | finds pneumonia | clears normal" in text  # the one small table
+    assert all(heading in text for heading in ("**How good it is.**", "**What it refuses.**", "**The heatmap.**"))
+    technical = next(e for e in card.expander if e.label == "The full technical model card")
+    full = (Path(APP).parents[1] / "model" / "MODEL_CARD.md").read_text()
+    assert any(m.value.strip() == full.strip() for m in technical.markdown)  # the technical card, unchanged
+    assert any(i.value.startswith("**In short.**") for i in technical.info)
+
+
 def test_show_anyway_is_per_file(app):
     from skimage import data as skdata
 
@@ -270,12 +362,14 @@ def test_presets_in_threshold_order_with_test_figures_and_the_active_one_marked(
     groups = shipped_meta.thresholds.by_value()
     buttons = [b for b in app.button if b.key.startswith("preset_")]
     assert [b.key for b in buttons] == [f"preset_{names[0]}" for names in groups.values()]
-    assert [b.label.removeprefix("✓ ").removesuffix(" (default)") for b in buttons] == [
+    assert [b.label.removesuffix(" (default)") for b in buttons] == [
         " = ".join(n.capitalize() for n in names) for names in groups.values()]  # a shared threshold, one button
     if shipped_meta.model_version == "3":  # v3's confirmatory rule was clamped to balanced's threshold
-        assert [b.label for b in buttons] == ["Screening", "✓ Balanced = Confirmatory (default)"]
+        assert [b.label for b in buttons] == ["Screening", "Balanced = Confirmatory (default)"]
     default = shipped_meta.thresholds.default
-    assert [b.label.startswith("✓") for b in buttons] == [default in names for names in groups.values()]
+    # the active one is marked by a Material icon and the primary colour, never by an emoji alone (issue 27)
+    assert [b.proto.icon == ":material/check:" for b in buttons] == [default in names for names in groups.values()]
+    assert [b.proto.type == "primary" for b in buttons] == [default in names for names in groups.values()]
     captions = " ".join(c.value for c in app.caption)
     assert all(f"{value:.3f}: finds" in captions for value in groups)
 

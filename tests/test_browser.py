@@ -230,8 +230,33 @@ def test_batch_table_and_model_card_fit_a_400_px_screen(server, browser, sample_
     _full_height_screenshot(page, SCREENSHOT_DIR / "narrow_batch.png")
     page.set_viewport_size({"width": 400, "height": 860})
     page.get_by_role("tab", name="Model card").click()
+    _visitors_card_is_one_screen_and_the_plots_readable(page)
+    page.close()
+
+
+def _visitors_card_is_one_screen_and_the_plots_readable(page):
+    """At 400 x 860 the visitor's card (four plain sections, one small table) fits one screen; the technical card
+    is behind an expander, and there each plot keeps at least two thirds of its own width (its text readable), a
+    wide one scrolling sideways in its own box rather than widening the page."""
+    card = page.locator(".st-key-visitor_card")
+    card.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    box = card.bounding_box()
+    assert box["height"] <= 860 and box["x"] >= 0 and box["x"] + box["width"] <= 400, box
+    text = card.inner_text()
+    for heading in ("What it is for.", "How good it is.", "What it refuses.", "The heatmap."):
+        assert heading in text
+    assert card.locator("table").count() == 1 and "official test split" in text
+    assert page.get_by_text("In short.").count() == 0 or not page.get_by_text("In short.").first.is_visible()
+    _nothing_wider_than_the_screen(page)
+    card.screenshot(path=str(SCREENSHOT_DIR / "narrow_visitor_card.png"))
+    page.get_by_text("The full technical model card").click()
     page.get_by_text("In short.").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1500)
+    plots = page.locator("[class*=st-key-plot_] img")
+    assert plots.count() >= 1
+    for plot in plots.all():
+        natural, shown = plot.evaluate("e => [e.naturalWidth, e.getBoundingClientRect().width]")
+        assert shown >= 0.66 * natural, (natural, shown)  # 10-pt text at 110 dpi stays above 10 px
     _nothing_wider_than_the_screen(page)
     _full_height_screenshot(page, SCREENSHOT_DIR / "narrow_model_card.png")
-    page.close()
