@@ -698,8 +698,9 @@ PLOT_CAPTIONS = {
                "are found (recall), at every threshold.",
     "test_confusion": "On the test split, at the default threshold: the model's calls against the truth.",
     "test_reliability": "Calibration on the test split: when the model says 70 %, is it right about 70 % of the time?",
-    "test_gradcam_samples": "Where Grad-CAM finds evidence for pneumonia on eight test X-rays (four normal, four "
-                            "pneumonia), on the model's fixed scale, so faint means little evidence; red titles are wrong calls.",
+    "test_heatmap_samples": "The map the app shows first, on eight test X-rays (four normal, four pneumonia): where the "
+                            "evidence for each call lies, on the model's fixed scale (faint means little evidence), "
+                            "with its check's verdict; red titles are wrong calls.",
 }
 PLOT_ORDER = list(PLOT_CAPTIONS)
 

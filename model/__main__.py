@@ -4,7 +4,9 @@ Prints one JSON object per line: ``file``, ``probability``, ``label``,
 ``threshold``, ``reliable``, ``reason`` (the population gate's reason code:
 ``accepted``, ``adult_chest``, ``other_body_part``, ``inverted``, ``features``,
 ``colour``, ``blank``), ``trust`` (``no warning``, ``caution``, ``outside``) and
-``ood`` (the gate's figures).
+``ood`` (the gate's figures). With ``--check-map`` the trust verdict is the app's own: it also checks the map the
+app shows first (the evidence for the call; about a second an image) and the line names it in ``map_check``;
+without it, ``trust`` weighs the gate and a borderline call only, and ``map_check`` is ``null``.
 An image the gate flags has ``reliable: false`` and a ``warning`` saying why its
 probability means little; a borderline one has ``cautions``. A file that cannot
 be read gets ``file`` and ``error``; the other files still run. The exit status
@@ -27,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=None, help="a .keras model path, its .json and .tflite beside it (default: the shipped model)")
     predict.add_argument("--threshold", type=float, default=None,
                          help="decision threshold in (0, 1) (default: the model's validation-chosen threshold)")
+    predict.add_argument("--check-map", action="store_true",
+                         help="check the heatmap the app shows first too, as the app's trust verdict does (slower)")
     return parser
 
 
@@ -58,13 +62,23 @@ def read_bounded(path: str, limit: int) -> bytes:
     return data
 
 
-def _predict_file(predictor, path: str, threshold: float) -> dict:
+def _predict_file(predictor, path: str, threshold: float, check_map: bool = False) -> dict:
+    from model.explain import CamExplainer
     from model.preprocessing import MAX_FILE_BYTES, ImageInputError
-    from model.service import analyze_bytes, reliability_note
+    from model.service import analyze_bytes, explain_with_check, reliability_note, shown_first, trust_of
 
+    checks = {}
     try:
         data = read_bounded(path, MAX_FILE_BYTES)
-        prediction = analyze_bytes(predictor, data).prediction
+        analysis = analyze_bytes(predictor, data)
+        prediction = analysis.prediction
+        if check_map:
+            def check_call(method, label):
+                checks[method] = explain_with_check(predictor, CamExplainer.for_predictor(predictor), analysis, method, label)[1]
+                return checks[method]
+            trust = trust_of(prediction, threshold, shown_first(predictor.metadata), check_call)
+        else:
+            trust = prediction.trust(threshold)
     except ImageInputError as exc:
         return {"file": path, "error": str(exc)}
     except OSError as exc:
@@ -73,12 +87,13 @@ def _predict_file(predictor, path: str, threshold: float) -> dict:
         return {"file": path, "error": f"the file could not be processed ({type(exc).__name__})"}
     line = {"file": path, "probability": round(prediction.probability, 6), "label": prediction.label(threshold),
             "threshold": round(threshold, 6), "reliable": prediction.ood.in_distribution,
-            "reason": prediction.ood.reason or "accepted", "trust": prediction.trust(threshold).level,
+            "reason": prediction.ood.reason or "accepted", "trust": trust.level,
+            "map_check": next(({"method": m, "verdict": c.verdict} for m, c in checks.items()), None),
             "ood": prediction.ood.to_dict()}
     if not prediction.ood.in_distribution:
         line["warning"] = reliability_note(prediction.ood)
-    elif prediction.cautions(threshold):
-        line["cautions"] = prediction.cautions(threshold)
+    elif trust.reasons:
+        line["cautions"] = list(trust.reasons)
     return line
 
 
@@ -99,7 +114,7 @@ def main(argv=None) -> int:
     threshold = predictor.metadata.thresholds.default_value if args.threshold is None else args.threshold
     failed = False
     for path in args.files:
-        line = _predict_file(predictor, path, threshold)
+        line = _predict_file(predictor, path, threshold, args.check_map)
         failed |= "error" in line
         print(json.dumps(line), flush=True)
     return 1 if failed else 0

@@ -23,8 +23,9 @@ def test_good_and_bad_files(tiny_model, sample_files, tmp_path, capsys):
     assert status == 1
     assert [line["file"] for line in lines] == files
     for line in (lines[0], lines[3]):
-        assert {"file", "probability", "label", "threshold", "reliable", "reason", "trust", "ood"} <= set(line) <= \
-            {"file", "probability", "label", "threshold", "reliable", "reason", "trust", "ood", "warning", "cautions"}
+        assert {"file", "probability", "label", "threshold", "reliable", "reason", "trust", "map_check", "ood"} <= set(line) <= \
+            {"file", "probability", "label", "threshold", "reliable", "reason", "trust", "map_check", "ood", "warning", "cautions"}
+        assert line["map_check"] is None  # not asked for
         assert set(line["ood"]) == {"in_distribution", "reason", "reasons", "distance_ratio", "population_ratio",
                                     "near_limit", "message"}
         assert line["reliable"] == line["ood"]["in_distribution"]
@@ -35,6 +36,24 @@ def test_good_and_bad_files(tiny_model, sample_files, tmp_path, capsys):
         assert line["label"] == ("PNEUMONIA" if line["probability"] >= line["threshold"] else "NORMAL")
     assert "not an image we can read" in lines[1]["error"]
     assert "cannot read the file" in lines[2]["error"]
+
+
+def test_check_map_gives_the_apps_own_trust_verdict(sample_files, capsys):
+    """--check-map: the trust verdict checks the map the app shows first, for the call's own class, like the page."""
+    from model.explain import CAM_METHODS, CamExplainer
+    from model.predictor import Predictor
+    from model.service import analyze_bytes, explain_with_check, shown_first
+
+    path = sample_files[3]
+    assert main(["predict", "--check-map", str(path)]) == 0
+    line = _lines(capsys)[0]
+    predictor = Predictor.load()
+    analysis = analyze_bytes(predictor, path.read_bytes())
+    first = shown_first(predictor.metadata)
+    _, check = explain_with_check(predictor, CamExplainer.for_predictor(predictor), analysis, first, line["label"])
+    assert first in CAM_METHODS and line["map_check"] == {"method": first, "verdict": check.verdict}
+    assert (line["trust"] == "caution") == bool(line.get("cautions"))
+    assert ("heatmap check failed" in " ".join(line.get("cautions", [])).lower()) == (check.verdict == "does not support")
 
 
 def test_threshold_option_sets_the_label(tiny_model, sample_files, capsys):

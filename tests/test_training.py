@@ -139,7 +139,7 @@ def test_tiny_end_to_end_train_and_evaluate(tiny_model, tiny_dataset, tmp_path):
     assert json.loads(out.read_text())["ranking"]["roc_auc"] == report["ranking"]["roc_auc"]
     assert report["dataset"]["images"] == 32
     for name in ("test_roc.png", "test_pr.png", "test_confusion.png", "test_reliability.png",
-                 "training_history.png", "test_gradcam_samples.png"):
+                 "training_history.png", "test_heatmap_samples.png"):
         assert (out.parent / name).stat().st_size > 1000
 
 

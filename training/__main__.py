@@ -116,6 +116,7 @@ def _card_parser(sub):
     p.add_argument("--reference-report", dest="reference_reports", action="append",
                    help="test evaluation JSON of a previously shipped model (repeatable)")
     p.add_argument("--selection-report", help="selection.json of 'python -m training select'")
+    p.add_argument("--faithfulness-report", help="JSON of 'python -m bench faithfulness' (the shipped model's maps on test)")
     p.add_argument("--agreement-report", help="JSON of 'python -m training agreement'")
     p.add_argument("--population-report", help="JSON of 'python -m training population-report'")
     p.add_argument("--out", default="model/MODEL_CARD.md")

@@ -143,7 +143,8 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
            baseline_report: str | None = None, validation_report: str | None = None,
            variant_reports: list[str] | None = None, split_probe_report: str | None = None,
            reference_reports: list[str] | None = None, selection_report: str | None = None,
-           agreement_report: str | None = None, population_report: str | None = None) -> str:
+           agreement_report: str | None = None, population_report: str | None = None,
+           faithfulness_report: str | None = None) -> str:
     """The card, section by section; each optional report adds its section."""
     meta = read_verified_metadata(model_path)
     test = _read(test_report)
@@ -154,6 +155,7 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         lines += _selection_table(selection_report, agreement_report)
     if validation_report:
         lines += _validation(_read(validation_report))
+    lines += _explanations(meta, _read(faithfulness_report))
     if population_report:
         lines += _population(meta, _read(population_report))
     if ood_report:
@@ -164,7 +166,7 @@ def render(model_path: str, test_report: str, ood_report: str | None = None,
         lines += _split_probe_table(split_probe_report)
     if NOTES.exists():
         lines += ["", NOTES.read_text().strip()]
-    lines += ["", "## Figures", "Training history, ROC, precision–recall, reliability, confusion matrix and sample Grad-CAMs: "
+    lines += ["", "## Figures", "Training history, ROC, precision–recall, reliability, confusion matrix and sample heatmaps: "
               "`model/shipped/reports/*.png` (also shown in the app's *Model card* tab).", ""]
     return "\n".join(lines)
 
@@ -320,6 +322,59 @@ def _population(meta: ModelMetadata, p: dict) -> list[str]:
     lines += ["", "### The shipped gate, as served (decode, preprocessing, LiteRT, gate: the app's own path)",
               "| images | n | flagged | wrong without the gate | silent wrong | reasons given |", "|---|---|---|---|---|---|"]
     lines += [f"| {kind} | {_rate_cells(r)}" for kind, r in p["shipped_gate"].items()]
+    return lines
+
+
+def _explanations(meta: ModelMetadata, bench: dict | None) -> list[str]:
+    """The map shown first: the rule, what every candidate scored on validation, the controls, and (to report) the
+    same on the test split from ``python -m bench faithfulness``."""
+    from model.explain import CAM_METHODS
+    from model.service import shown_first
+
+    first = shown_first(meta)
+    lines = ["", "## The heatmap shown first, and how far its check can be trusted",
+             f"The app opens on **{CAM_METHODS[first].label}**, the evidence for the call itself. *Supports* means: hiding the "
+             "15 % of the image the map ranks highest (16-px cells, in-filled from their surroundings by ROAD's noisy linear "
+             "imputation) lowers the call's log-odds by more than a margin (twice the spread of 8 random removals of the same "
+             "area, at least 0.25), by more than that margin beyond random removal, and by at least random removal's own "
+             "effect. *Sanity* is the rank correlation of a map with itself after the network's head, then also its top "
+             "block, are re-initialised (Adebayo et al. 2018): a map that explains the model must change, so lower is better."]
+    choice = meta.explanation
+    if choice is None:
+        return lines + ["", "This model was recorded before the rule: Grad-CAM is shown first, unmeasured."]
+    images = ", ".join(f"{n} {c.lower()}" for c, n in choice.images.items())
+    lines += ["", f"**Rule** (written before test was looked at; `training/card_notes.md`): {choice.rule}", "",
+              f"**On validation X-rays** ({images}; patient-level split of `train/`), as recorded in the metadata by "
+              "`python -m training explanations`:", "",
+              "| map | supports, normal | supports, pneumonia | sanity: head / + top block | extra passes |",
+              "|---|---|---|---|---|"]
+    for method, c in choice.candidates.items():
+        sanity = " / ".join(f"{v:.2f}" for v in c["sanity"].values())
+        mark = " (shown first)" if method == first else ""
+        lines.append(f"| {CAM_METHODS[method].label}{mark} | {_pct(c['supports']['NORMAL'])} | {_pct(c['supports']['PNEUMONIA'])} "
+                     f"| {sanity} | {c['extra_passes']} |")
+    for name, per in choice.controls.items():
+        lines.append(f"| control: {name} | {_pct(per['NORMAL'])} | {_pct(per['PNEUMONIA'])} | – | – |")
+    models = (bench or {}).get("models", {})
+    result = models.get("shipped") or models.get(f"model/shipped/{meta.model_file}")
+    if result and result.get("shown_first") == first:
+        lines += ["", f"**On the official test split** ({bench['n_per_class']} X-rays of each class, after the choice, "
+                  "`python -m bench faithfulness`; times are map + check on this project's 2-core machine):", "",
+                  "| map | supports, normal | supports, pneumonia | sanity: head / + top block / + block below | map + check |",
+                  "|---|---|---|---|---|"]
+        for method, per in result["supports"].items():
+            sanity = " / ".join(f"{v:.2f}" for v in result.get("sanity", {}).get(method, {}).values()) or "–"
+            lines.append(f"| {CAM_METHODS[method].label} | {_pct(per['NORMAL'])} | {_pct(per['PNEUMONIA'])} | {sanity} "
+                         f"| {result['seconds_median'][method]:.2f} s |")
+        for name, per in result["controls"].items():
+            lines.append(f"| control: {name} | {_pct(per['NORMAL'])} | {_pct(per['PNEUMONIA'])} | – | – |")
+        gaps = ", ".join(f"{c.lower()} {100 * g:.0f} points" for c, g in result["control_gap_min"].items())
+        corners = result["corners"]
+        lines += ["", f"Smallest lead of the map shown first over a control: {gaps} (the rule asks for 25). Hiding the four "
+                  "32-px corners (8 % of the image, where text markers sit) changes the evidence beyond random removal of "
+                  f"the same area by {-corners['PNEUMONIA']['beyond_random_mean']:+.2f} log-odds on pneumonia calls and "
+                  f"{-corners['NORMAL']['beyond_random_mean']:+.2f} on normal ones (negative: the evidence falls); the corners "
+                  f"alone \"support\" {corners['PNEUMONIA']['supports']} of {corners['PNEUMONIA']['n']} pneumonia calls."]
     return lines
 
 

@@ -112,30 +112,34 @@ def history(path, history_file):
     _save(fig, path)
 
 
-def gradcam_grid(path, predictor, examples, probabilities, labels, per_class=4, seed=0):
-    """Sample predictions with Grad-CAM overlays: ``per_class`` random images of each true class, one row each."""
-    from model.explain import CamExplainer, overlay_heatmap
+def heatmap_grid(path, predictor, examples, probabilities, labels, per_class=4, seed=0):
+    """Sample predictions with the map shown first in the app (its method, the evidence for each call's own class,
+    on the fixed scale) and its check's verdict: ``per_class`` random images of each true class, one row each."""
+    from model.explain import CAM_METHODS, CamExplainer, overlay_heatmap
+    from model.faithfulness import deletion_check
+    from model.service import shown_first, target_log_odds_fn
 
     explainer = CamExplainer.for_predictor(predictor)
+    method = shown_first(predictor.metadata)
     rng = np.random.default_rng(seed)
     picks = [i for c in (0, 1) for i in rng.choice(np.flatnonzero(labels == c), per_class, replace=False)]
-    fig, axes = _subplots(2, per_class, figsize=(2.4 * per_class, 6.4))
+    fig, axes = _subplots(2, per_class, figsize=(2.4 * per_class, 6.8))
     threshold = predictor.metadata.thresholds.default_value
     scale = predictor.metadata.cam_scale
-    reference = scale.value("gradcam", CLASS_NAMES[1]) if scale else None
     for ax, i in zip(axes.ravel(), picks, strict=False):
         image = prepare(examples[i].path.read_bytes(), predictor.metadata.preprocessing).model_input
-        heatmap = explainer.evidence(image, "gradcam", reference=reference).heatmap()
-        ax.imshow(overlay_heatmap(image[:, :, 0], heatmap, opacity=0.35))
         predicted = CLASS_NAMES[int(probabilities[i] >= threshold)]
+        evidence = explainer.evidence(image, method, predicted, reference=scale.value(method, predicted) if scale else None)
+        verdict = deletion_check(target_log_odds_fn(predictor, predicted), image, evidence.heatmap(per_image=True)).verdict
+        ax.imshow(overlay_heatmap(image[:, :, 0], evidence.heatmap(), opacity=0.35))
         wrong = predicted != CLASS_NAMES[labels[i]]
-        ax.set_title(f"P = {probabilities[i]:.2f}\ncalled {predicted}" + (" (wrong)" if wrong else ""), fontsize=9,
-                     color="red" if wrong else "black")
+        ax.set_title(f"P = {probabilities[i]:.2f}, called {predicted}" + (" (wrong)" if wrong else "")
+                     + f"\nmap check: {verdict}", fontsize=8, color="red" if wrong else "black")
         ax.axis("off")
     for row, name in enumerate(CLASS_NAMES):
         axes[row, 0].text(-0.08, 0.5, f"truly {name}", transform=axes[row, 0].transAxes, rotation=90,
                           ha="right", va="center", fontsize=10, weight="bold")
-    fig.suptitle("Grad-CAM evidence for pneumonia" + (" (fixed scale)" if reference else ""), fontsize=12)
+    fig.suptitle(f"{CAM_METHODS[method].label}: evidence for each call" + (" (fixed scale)" if scale else ""), fontsize=12)
     _save(fig, path)
 
 
@@ -148,4 +152,4 @@ def write_all(folder, labels, probabilities, predictor, examples, report, histor
     reliability(folder / f"{split}_reliability.png", labels, probabilities, report)
     if Path(history_file).exists():
         history(folder / "training_history.png", history_file)
-    gradcam_grid(folder / f"{split}_gradcam_samples.png", predictor, examples, probabilities, labels)
+    heatmap_grid(folder / f"{split}_heatmap_samples.png", predictor, examples, probabilities, labels)

@@ -84,6 +84,10 @@ python -m training evaluate --model "$model" --data "$data" --split test --out "
 python -m training agreement --selection "$reports/selection.json" --data "$data" --out "$reports/agreement.json"
 python -m training ood-report --model "$model" --data "$data" --split test --out "$reports/ood.json"
 python -m training population-report --model "$model" --data "$data" --outside "$outside" --out "$reports/population.json"
+# The heatmaps on test, to report (the map shown first was chosen on validation by select/refit, recorded in the
+# metadata; `python -m training explanations --model M --data D` redoes only that): v3 and v2.3's Grad-CAM.
+python -m bench faithfulness --data "$data/test" --n 60 --model "$model" \
+    --model runs/v2_3/pneumonia_efficientnet_lite0.keras --out bench/faithfulness.json
 python -m training card --model "$model" --test-report "$reports/test.json" --ood-report "$reports/ood.json" \
     --baseline-report "$reports/baseline_test.json" --reference-report "$reports/v2_3_test.json" \
     --reference-report "$reports/v2_2_test.json" \
@@ -92,10 +96,9 @@ python -m training card --model "$model" --test-report "$reports/test.json" --oo
     --selection-report "$reports/selection.json" --agreement-report "$reports/agreement.json" \
     --variant-report "$reports/v1_test.json" --variant-report "$reports/variant_v2_test.json" \
     --variant-report "$reports/variant_v3_test.json" --variant-report "$reports/seed7_test.json" \
-    --split-probe-report "$reports/split_probe.json" --population-report "$reports/population.json"
+    --split-probe-report "$reports/split_probe.json" --population-report "$reports/population.json" \
+    --faithfulness-report bench/faithfulness.json
 python -m bench infill --data "$data/test" --n 30 --out bench/infill.json
-python -m bench faithfulness --data "$data/test" --n 60 --model "$model" \
-    --model runs/v2_3/pneumonia_efficientnet_lite0.keras --out bench/faithfulness.json
 # The real server: 3 Chromium sessions, 201 distinct test X-rays in all, a PDF report every 10th; then 8 at once.
 python -m bench soak --sessions 3 --uploads 67 --report-every 10 --data "$data/test" --out bench/soak.json
 python -m bench soak --sessions 8 --uploads 5 --report-every 0 --data "$data/test" --out bench/concurrency.json
