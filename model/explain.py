@@ -43,6 +43,7 @@ class CamInputs:
     gradients: np.ndarray  # (h, w, C) d target log-odds / d activations
     logit: float  # target log-odds before temperature
     target_log_odds: Callable[[np.ndarray], np.ndarray]  # images -> target log-odds before temperature
+    memo: dict | None = None  # occlusion's fall per patch position, shared by the grids of one image and target
 
     def target_probability(self, images: np.ndarray) -> np.ndarray:
         return sigmoid(self.target_log_odds(images))
@@ -123,12 +124,14 @@ class OcclusionMethod:
         """(S, S) mean fall of the target log-odds over the patches covering each pixel, >= 0."""
         image, size = x.image, x.image.shape[0]
         positions = self.positions(size)
-        falls = []
-        for start in range(0, len(positions), OCCLUSION_CHUNK):
-            chunk = positions[start:start + OCCLUSION_CHUNK]
-            falls.append(x.logit - x.target_log_odds(np.stack([_occluded(image, r, c) for r, c in chunk])))
+        memo = x.memo if x.memo is not None else {}
+        missing = [p for p in positions if p not in memo]
+        for start in range(0, len(missing), OCCLUSION_CHUNK):
+            chunk = missing[start:start + OCCLUSION_CHUNK]
+            falls = x.logit - x.target_log_odds(np.stack([_occluded(image, r, c) for r, c in chunk]))
+            memo.update(zip(chunk, falls.tolist()))
         total, count = np.zeros((size, size), np.float64), np.zeros((size, size), np.float64)
-        for (r, c), fall in zip(positions, np.concatenate(falls)):
+        for (r, c), fall in zip(positions, (memo[p] for p in positions)):
             total[r:r + OCCLUSION_PATCH, c:c + OCCLUSION_PATCH] += fall
             count[r:r + OCCLUSION_PATCH, c:c + OCCLUSION_PATCH] += 1
         return np.maximum(total / np.maximum(count, 1), 0.0).astype(np.float32)
@@ -194,26 +197,28 @@ class CamExplainer:
         return sigmoid(self.target_log_odds(images, sign, chunk))
 
     def raw_cam(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],
-                computed: ForwardPass | None = None) -> np.ndarray:
+                computed: ForwardPass | None = None, memo: dict | None = None) -> np.ndarray:
         """The map at the method's own resolution (the layer's, or the image's for occlusion), >= 0, before
         resizing and normalising.
 
         ``computed``: the pass of this image that made its prediction (batch of one); run now if not given.
+        ``memo``: a dict kept by a caller that maps several methods of one image and target (occlusion's grids
+        share patch positions, so each position runs once).
         """
         cam, sign = cam_method(method), target_sign(target)
         image = np.asarray(image, np.float32)
         result = computed if computed is not None else self._forward(image[None])
         activations = result.activations[0]
         inputs = CamInputs(image, activations, sign * result.gradients[0], sign * float(result.logits[0]),
-                           lambda changed: self.target_log_odds(changed, sign))
+                           lambda changed: self.target_log_odds(changed, sign), memo)
         return cam.raw(inputs).astype(np.float32)
 
     def evidence(self, image: np.ndarray, method: str = "gradcam", target: str = CLASS_NAMES[1],
                  computed: ForwardPass | None = None, reference: float | None = None,
-                 output_size: tuple[int, int] | None = None) -> EvidenceMap:
+                 output_size: tuple[int, int] | None = None, memo: dict | None = None) -> EvidenceMap:
         """The map upsampled to ``output_size`` (H, W) or the input size, in the method's own units, with the
         full scale (``reference``, from :class:`model.artifact.CamScale`) it is to be shown against."""
-        cam = self.raw_cam(image, method, target, computed)
+        cam = self.raw_cam(image, method, target, computed, memo)
         height, width = output_size or image.shape[:2]
         return EvidenceMap(np.maximum(cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR), 0.0), reference)
 
@@ -285,9 +290,10 @@ def fit_cam_scale(forward, images_by_class: dict[str, np.ndarray], percentile: f
             batch = images[chosen[start:start + batch_size]]
             computed = forward(batch)
             for i, image in enumerate(batch):
+                memo = {}
                 for name, method in CAM_METHODS.items():
                     if not method.slow or start + i < slow_images:
-                        cam = explainer.evidence(image, name, target, _one_image(computed, i)).cam
+                        cam = explainer.evidence(image, name, target, _one_image(computed, i), memo=memo).cam
                         peaks[name].append(float(cam.max()))
         values = {name: float(np.percentile(p, percentile)) for name, p in peaks.items() if p}
         reference[target] = {name: value for name, value in values.items() if value > 0}

@@ -87,13 +87,17 @@ def _cells(heatmap: np.ndarray, grid: int) -> np.ndarray:
 
 def sanity(model, network, images: np.ndarray, targets: list[str], methods, steps: int = 2, seed: int = 0) -> dict:
     """Method -> cascade step -> mean |Spearman| between each image's map and the same map after re-initialising."""
-    original = CamExplainer(keras_forward(model, network))
-    reference = {m: [original.raw_cam(image, m, t) for image, t in zip(images, targets)] for m in methods}
+    def maps(explainer):
+        """method -> one raw map per image (the methods of one image share occlusion's patch passes)."""
+        memos = [{} for _ in images]
+        return {m: [explainer.raw_cam(image, m, t, memo=memo) for image, t, memo in zip(images, targets, memos)]
+                for m in methods}
+
+    reference = maps(CamExplainer(keras_forward(model, network)))
     result = {m: {} for m in methods}
     for step, copy in zip(CASCADE[:steps], randomised_copies(model, network, seed)[:steps]):
-        explainer = CamExplainer(keras_forward(copy, network))
+        randomised = maps(CamExplainer(keras_forward(copy, network)))
         for m in methods:
-            result[m][step] = float(np.mean([rank_correlation(before, explainer.raw_cam(image, m, t))
-                                             for before, image, t in zip(reference[m], images, targets)]))
+            result[m][step] = float(np.mean([rank_correlation(a, b) for a, b in zip(reference[m], randomised[m])]))
         log.info("sanity after re-initialising the %s: %s", step, {m: round(v[step], 3) for m, v in result.items()})
     return result

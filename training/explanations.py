@@ -59,9 +59,9 @@ def _verdicts(predictor: Predictor, images: np.ndarray, methods) -> tuple[dict, 
         label = CLASS_NAMES[int(prediction.probabilities[0] >= threshold)]
         sign = target_sign(label)
         score = lambda batch, s=sign: s * predictor.predict(batch).log_odds  # noqa: E731
-        shown = {}
+        shown, memo = {}, {}
         for method in methods:
-            heatmap = explainer.evidence(image, method, label, call).heatmap(per_image=True)
+            heatmap = explainer.evidence(image, method, label, call, memo=memo).heatmap(per_image=True)
             counts[method][truth][deletion_check(score, image, heatmap).verdict] += 1
             shown[method] = heatmap
         calls.append(label)
