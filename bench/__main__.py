@@ -35,7 +35,7 @@ SAMPLE = sorted((ROOT / "app" / "samples").glob("*.jpeg"))[0]
 # Targets for a 2-core CPU (issue: performance).
 # The serving budget of the model v2 issue (predict, predict + Grad-CAM, what the app loads) and the memory of a small
 # hosted container.
-TARGETS = {"predict_one_ms": 20, "predict_plus_gradcam_ms": 40, "cold_start_s": 10, "peak_rss_mb": 690, "app_peak_rss_mb": 690,
+TARGETS = {"predict_one_ms": 20, "predict_plus_gradcam_ms": 40, "shown_first_map_and_check_ms": 1000, "cold_start_s": 10, "peak_rss_mb": 690, "app_peak_rss_mb": 690,
            "litert_file_mb": 25}
 
 
@@ -130,7 +130,18 @@ def bench_explanations(predictor, keras_model, repeats):
 
     both = median_ms(predict_then_explain, repeats)
     rows["predict_plus_gradcam_ms"] = {"value": both, "baseline": None}
+    rows["shown_first_map_and_check_ms"] = {"value": median_ms(lambda: visitor_wait(predictor, explainer), max(3, repeats // 5)),
+                                            "baseline": None}
     return rows, explainer
+
+
+def visitor_wait(predictor, explainer):
+    """What a visitor waits for after the result: the map shown first (the evidence for the call) and its check."""
+    from model.service import analyze_bytes, explain_with_check, shown_first
+
+    analysis = analyze_bytes(predictor, SAMPLE.read_bytes())
+    label = analysis.prediction.label(predictor.metadata.thresholds.default_value)
+    return explain_with_check(predictor, explainer, analysis, shown_first(predictor.metadata), label)
 
 
 def bench_end_to_end(predictor, explainer, repeats):

@@ -227,12 +227,12 @@ def explanation_cautions(check: FaithfulnessResult, label: str, method: str) -> 
 
 
 def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: ImageAnalysis, method: str,
-                       target: str) -> tuple[EvidenceMap, FaithfulnessResult]:
+                       target: str, memo: dict | None = None) -> tuple[EvidenceMap, FaithfulnessResult]:
     """(map at model resolution from the prediction's own pass, on the model's fixed scale when it has one;
-    deletion check of that map)."""
+    deletion check of that map). ``memo``: see :meth:`model.explain.CamExplainer.raw_cam`."""
     scale = predictor.metadata.cam_scale
     evidence = explainer.evidence(analysis.model_input, method, target, analysis.computed,
-                                  scale.value(method, target) if scale else None)
+                                  scale.value(method, target) if scale else None, memo=memo)
     return evidence, deletion_check(target_log_odds_fn(predictor, target), analysis.model_input,
                                     evidence.heatmap(per_image=True))
 
