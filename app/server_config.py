@@ -25,7 +25,6 @@ it near what is actually in use (no effect where the C library is not glibc).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 
 MB = 2**20
@@ -44,11 +43,19 @@ M_ARENA_MAX = -8  # glibc mallopt parameters
 M_MMAP_THRESHOLD = -3
 
 
+LIBC_SONAME = "libc.so.6"  # glibc's fixed soname on every Linux it ships on
+
+
 def _glibc():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
+    """The C library, found without starting a program: ``ctypes.util.find_library`` runs ``ldconfig -p`` (a child
+    process). glibc by its fixed soname; otherwise the symbols already loaded into this process (dlopen(NULL)),
+    which include whatever C library Python runs on; the mallopt/malloc_trim calls check their symbol exists."""
+    for name in (LIBC_SONAME, None):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
 
 
 _LIBC = _glibc()
