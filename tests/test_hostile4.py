@@ -6,6 +6,8 @@ import importlib
 import os
 import subprocess
 
+import pytest
+
 
 def _forbid_child_processes(monkeypatch) -> list:
     started = []
@@ -34,3 +36,48 @@ def test_server_config_finds_libc_without_a_child_process(monkeypatch):
     assert reloaded._glibc() is not None  # falls back to the symbols already loaded, still without a process
     assert started == []
     reloaded.release_freed_memory()
+
+
+def _peak_python_mb(fn, *args):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn(*args)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return result, peak / 2**20
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_exif_orientation_is_read_without_re_encoding_the_exif_block(fmt):
+    """Item 1: a 2 MB EXIF block of private SHORTs beside Orientation 6 was re-serialised tag by tag (15 million values
+    took 2.6 GB and 20 s); the orientation is now read alone and applied to the decoded pixels."""
+    from hostile4_corpus import exif_bomb
+
+    from model.preprocessing import colour_preview, prepare
+
+    data = exif_bomb(1_000_000, orientation=6, size=(96, 64), fmt=fmt)
+    prepared, peak_mb = _peak_python_mb(prepare, data)
+    assert peak_mb < 20, peak_mb  # re-encoding the block took about 170 MB here
+    gray = prepared.gray
+    assert gray.shape == (96, 64)  # 96 wide, 64 high as stored; rotated 90° clockwise for display
+    assert gray[:10, -10:].mean() > 200 and gray[-10:, :10].mean() < 50  # the white corner moved to the top right
+    preview = colour_preview(data, 64)  # None for a grey PNG; WebP decodes as RGB, shown turned the same way
+    assert preview is None or (preview.shape[:2] == (64, 43) and preview[:5, -5:].mean() > 200)
+
+
+def test_every_exif_orientation_matches_pillow():
+    import numpy as np
+    from PIL import Image
+
+    from model.preprocessing import orient
+
+    pixels = np.arange(12 * 7 * 3, dtype=np.uint8).reshape(12, 7, 3)
+    for orientation in range(1, 9):
+        method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                  5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                  8: Image.Transpose.ROTATE_90}.get(orientation)
+        expected = np.asarray(Image.fromarray(pixels).transpose(method)) if method is not None else pixels
+        np.testing.assert_array_equal(orient(pixels, orientation), expected)
