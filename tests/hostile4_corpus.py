@@ -37,3 +37,22 @@ def exif_bomb(private_shorts: int = 15_000_000, orientation: int = 6, size=(512,
     extra = {"lossless": True} if fmt == "WEBP" else {}
     image.save(buffer, format=fmt, exif=exif_block(orientation, private_shorts), **extra)
     return buffer.getvalue()
+
+
+def tiff_with_table(entries: int, tiles: bool = False, side: int = 512) -> bytes:
+    """Item 2: a little-endian 8-bit grey ``side``² TIFF whose StripOffsets (or TileOffsets, 16² tiles) and byte counts
+    list ``entries`` values each (both tags point at one shared table of zeros); the pixels follow the table."""
+    table = bytes(4 * entries)
+    tags = {256: (4, 1, side), 257: (4, 1, side), 258: (3, 1, 8), 259: (3, 1, 1), 262: (3, 1, 1), 277: (3, 1, 1)}
+    if tiles:
+        tags.update({322: (3, 1, 16), 323: (3, 1, 16), 324: (4, entries, None), 325: (4, entries, None)})
+    else:
+        tags.update({273: (4, entries, None), 278: (3, 1, 1), 279: (4, entries, None)})
+    ifd_size = 2 + 12 * len(tags) + 4
+    table_offset = 8 + ifd_size
+    ifd = struct.pack("<H", len(tags))
+    for tag, (kind, count, value) in sorted(tags.items()):
+        if value is None:
+            value = table_offset if count > 1 else table_offset + len(table)
+        ifd += struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + table + bytes(side * side)

@@ -81,3 +81,55 @@ def test_every_exif_orientation_matches_pillow():
                   8: Image.Transpose.ROTATE_90}.get(orientation)
         expected = np.asarray(Image.fromarray(pixels).transpose(method)) if method is not None else pixels
         np.testing.assert_array_equal(orient(pixels, orientation), expected)
+
+
+@pytest.mark.parametrize("tiles", [False, True])
+def test_tiff_strip_or_tile_table_longer_than_the_image_needs_is_refused_before_opening(tiles):
+    """Item 2: 7 million StripOffsets in a 512-row TIFF took 2.2 GB while Pillow opened it; refused from the header."""
+    from hostile4_corpus import tiff_with_table
+
+    from model.preprocessing import ImageInputError, colour_preview, prepare
+
+    data = tiff_with_table(300_000, tiles=tiles)
+    with pytest.raises(ImageInputError, match=f"lists 300000 {'tiles' if tiles else 'strips'}.*512×512"):
+        _peak_python_mb(prepare, data)
+    assert colour_preview(data, 64) is None
+
+
+def test_tiff_tables_that_fit_the_image_are_read():
+    import io
+
+    import numpy as np
+    from conftest import encode, synthetic_xray
+    from hostile4_corpus import tiff_with_table
+    from PIL import Image
+
+    from model.preprocessing import ImageInputError, check_tiff_header, prepare
+
+    assert prepare(tiff_with_table(512)).gray.shape == (512, 512)  # one row per strip: the most a 512-row image needs
+    xray = synthetic_xray(3)
+    for image in (Image.fromarray(xray), Image.fromarray(xray.astype(np.uint16) * 200)):
+        for options in ({}, {"compression": "tiff_deflate"}, {"compression": "tiff_lzw"}):
+            assert prepare(encode(image, "TIFF", **options)).gray.shape == xray.shape
+    buffer = io.BytesIO()
+    Image.fromarray(xray).convert("RGB").save(buffer, "TIFF", tiffinfo={}, compression="tiff_adobe_deflate")
+    check_tiff_header(buffer.getvalue())
+    with pytest.raises(ImageInputError, match="damaged or truncated"):
+        check_tiff_header(b"II*\x00\xff\xff\x00\x00")
+
+
+def test_tiled_and_planar_tiffs_from_another_writer_are_read():
+    tifffile = pytest.importorskip("tifffile")  # not a dependency: checked where it is installed
+    import io
+
+    import numpy as np
+
+    from model.preprocessing import prepare
+
+    plane = (np.indices((300, 260)).sum(0) % 256).astype(np.uint8)
+    for array, options in ((plane, {"tile": (64, 64)}), (plane, {"tile": (64, 64), "compression": "zlib"}),
+                           (plane, {"rowsperstrip": 1}),
+                           (np.stack([plane] * 3), {"photometric": "rgb", "planarconfig": "separate", "rowsperstrip": 7})):
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, array, **options)
+        assert prepare(buffer.getvalue()).gray.shape == (300, 260), options
