@@ -268,10 +268,62 @@ def _check_rle(frame: bytes, pixels: int, segments: int) -> None:
                                   "refusing to decode it.")
 
 
+MAX_LUT_ENTRIES = 65_536  # a palette descriptor cannot declare more (0 means 65,536)
+
+
+def _check_segmented_palette(dataset) -> None:
+    """Refuse a segmented palette that expands past its descriptor's entry count, before pydicom expands it into Python
+    lists (1,000 linear segments of 65,535 entries in a 22 KB file took 5.2 GB). Walks the segment headers only,
+    counting; an indirect segment counts the segments it copies, which may not themselves be indirect."""
+    for colour in ("Red", "Green", "Blue", "Alpha"):
+        segmented = dataset.get(f"Segmented{colour}PaletteColorLookupTableData")
+        if segmented is None:
+            continue
+        descriptor = dataset.get(f"{colour}PaletteColorLookupTableDescriptor") or dataset.get(
+            "RedPaletteColorLookupTableDescriptor")
+        try:
+            entries = int(descriptor[0]) or MAX_LUT_ENTRIES
+            eight_bit = int(descriptor[2]) == 8
+        except (*_PYDICOM_ERRORS, ValueError):
+            raise ImageInputError("The DICOM is PALETTE COLOR but its palette descriptor is damaged.") from None
+        little = _syntax(dataset) != "1.2.840.10008.1.2.2"
+        words = np.frombuffer(segmented.value if hasattr(segmented, "value") else segmented, np.uint8 if eight_bit else
+                              ("<u2" if little else ">u2"))
+        if _segments_length(words, eight_bit, little, min(entries, MAX_LUT_ENTRIES)) > min(entries, MAX_LUT_ENTRIES):
+            raise ImageInputError(f"The DICOM's segmented palette expands beyond the {min(entries, MAX_LUT_ENTRIES)} entries "
+                                  "its descriptor declares; refusing to decode it.")
+
+
+def _segments_length(words: np.ndarray, eight_bit: bool, little: bool, limit: int, start: int = 0,
+                     count: int | None = None) -> int:
+    """Entries the segments from ``words[start:]`` expand to (``count`` segments, or all); stops once past ``limit``.
+    Segment layout: PS3.3 C.7.9.2 (0 discrete, 1 linear, 2 indirect)."""
+    total, position, read = 0, start, 0
+    while position + 1 < len(words) and total <= limit and read != count:
+        opcode, length = int(words[position]), int(words[position + 1])
+        if opcode == 0:
+            total, position = total + length, position + 2 + length
+        elif opcode == 1:
+            total, position = total + length, position + 3
+        elif opcode == 2 and count is None:  # an indirect segment: the lengths of the segments it copies
+            if eight_bit:
+                b = [int(v) for v in words[position + 2:position + 6]]
+                offset = (b[3] << 24 | b[2] << 16 | b[1] << 8 | b[0]) if little else (b[2] << 24 | b[3] << 16 | b[0] << 8 | b[1])
+                position += 6
+            else:
+                offset, position = int(words[position + 3]) << 16 | int(words[position + 2]), position + 4
+            total += _segments_length(words, eight_bit, little, limit - total, offset, length)  # an index, as pydicom reads it
+        else:  # an unknown opcode, or an indirect segment copying another indirect one
+            raise ImageInputError("The DICOM's segmented palette is damaged; refusing to decode it.")
+        read += 1
+    return total
+
+
 def _apply_palette(pixels: np.ndarray, dataset) -> np.ndarray:
     """PALETTE COLOR indices -> RGB through the file's own palette (pydicom), or a plain refusal."""
     from pydicom.pixels import apply_color_lut
 
+    _check_segmented_palette(dataset)
     try:
         return apply_color_lut(pixels, dataset)
     except (*_PYDICOM_ERRORS, NotImplementedError, RuntimeError):

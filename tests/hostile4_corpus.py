@@ -56,3 +56,29 @@ def tiff_with_table(entries: int, tiles: bool = False, side: int = 512) -> bytes
             value = table_offset if count > 1 else table_offset + len(table)
         ifd += struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
     return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + table + bytes(side * side)
+
+
+def _dicom_bytes(ds) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def segmented_palette_dicom(linear_segments: int = 1_000, segment_length: int = 65_535, side: int = 64) -> bytes:
+    """Item 3: PALETTE COLOR with a segmented LUT (descriptor: 256 entries of 16 bits): one discrete entry, then
+    ``linear_segments`` linear segments of ``segment_length`` entries each (a ramp up and down)."""
+    import pydicom
+    from conftest import make_dicom
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom((np.indices((side, side)).sum(0) % 256).astype(np.uint8))))
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    words = [0, 1, 0]
+    for n in range(linear_segments):
+        words += [1, segment_length, 65535 if n % 2 == 0 else 0]
+    segmented = np.asarray(words, "<u2").tobytes()
+    for colour in ("Red", "Green", "Blue"):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        ds[f"{colour}PaletteColorLookupTableDescriptor"].VR = "US"
+        setattr(ds, f"Segmented{colour}PaletteColorLookupTableData", segmented)
+        ds[f"Segmented{colour}PaletteColorLookupTableData"].VR = "OW"
+    return _dicom_bytes(ds)

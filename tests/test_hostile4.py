@@ -133,3 +133,44 @@ def test_tiled_and_planar_tiffs_from_another_writer_are_read():
         buffer = io.BytesIO()
         tifffile.imwrite(buffer, array, **options)
         assert prepare(buffer.getvalue()).gray.shape == (300, 260), options
+
+
+def _segmented(words) -> bytes:
+    """A 64² PALETTE COLOR DICOM whose three segmented LUTs are ``words`` (descriptor: 256 entries, 16 bits)."""
+    import io
+
+    import numpy as np
+    import pydicom
+    from hostile4_corpus import segmented_palette_dicom
+
+    ds = pydicom.dcmread(io.BytesIO(segmented_palette_dicom(1, 1)))
+    for colour in ("Red", "Green", "Blue"):
+        setattr(ds, f"Segmented{colour}PaletteColorLookupTableData", np.asarray(words, "<u2").tobytes())
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_segmented_palette_longer_than_its_descriptor_is_refused_before_expanding():
+    """Item 3: 1,000 linear segments of 65,535 entries (22 KB) took 5.2 GB; 10 of them are refused here at once."""
+    from hostile4_corpus import segmented_palette_dicom
+
+    from model.preprocessing import ImageInputError, prepare
+
+    with pytest.raises(ImageInputError, match="segmented palette expands beyond the 256 entries"):
+        _, peak_mb = _peak_python_mb(prepare, segmented_palette_dicom(10, 65_535))
+    for words in ([0, 1, 0, 2, 1, 3, 0], [0, 1, 0, 7, 3, 9]):  # an indirect segment copying itself; an unknown opcode
+        with pytest.raises(ImageInputError, match="segmented palette is damaged"):
+            prepare(_segmented(words))
+
+
+def test_segmented_palette_within_its_descriptor_is_applied():
+    import numpy as np
+
+    from model.preprocessing import prepare
+
+    # discrete 0, linear to 65535 over 127 entries, then an indirect copy of those two segments (128 more): 256 entries
+    words = [0, 1, 0, 1, 127, 65535, 2, 2, 0, 0]
+    gray = prepare(_segmented(words)).gray
+    index = np.indices((64, 64)).sum(0) % 256
+    assert gray.shape == (64, 64) and np.corrcoef(gray.ravel(), (index % 128).ravel())[0, 1] > 0.99
