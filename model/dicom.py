@@ -32,7 +32,7 @@ import zlib
 
 import numpy as np
 
-from model.pixels import ImageInputError, rescale_to_uint8, shrink_to_side
+from model.pixels import WORKING_MAX_SIDE, ImageInputError, rescale_to_uint8, shrink_to_side
 
 MAX_DICOM_PIXELS = 50_000_000  # real CR/DR detectors are below 20 MP
 MAX_FRAME_BYTES = 100 * 2**20  # one decoded frame
@@ -79,8 +79,8 @@ def _decode(data: bytes, preamble: bool = True) -> np.ndarray:
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         pixels = _apply_palette(shrink_to_side(pixels), dataset)
-    if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2:
-        pixels = shrink_to_side(pixels)  # before the LUT steps: their float64 copies are then of the working size
+    if pixels.dtype.kind in "iu":
+        pixels = _shrink_integers(pixels)  # before the LUT steps: their float64 copies are then of the working size
     if photometric.startswith("MONOCHROME"):
         pixels = _apply_luts(pixels, dataset)
     elif pixels.ndim == 3:
@@ -89,6 +89,25 @@ def _decode(data: bytes, preamble: bool = True) -> np.ndarray:
     if photometric == "MONOCHROME1":  # high values are dark: invert so bone is bright
         gray = 255 - gray
     return gray
+
+
+def _shrink_integers(pixels: np.ndarray) -> np.ndarray:
+    """Integer pixels shrunk to the working size, still integers of their own type (a modality LUT table indexes by
+    them). 8- and 16-bit ones are area-shrunk as they are. 32- and 64-bit ones (which OpenCV cannot resize) are
+    averaged over k×k blocks, k the smallest factor that brings them within the working size, a band of rows at a
+    time, so no full-frame float copy is made (a 5000² 32-bit frame went through the LUT steps at full size: 922 MB).
+    Up to k - 1 edge rows and columns are dropped."""
+    if pixels.dtype.itemsize <= 2 or max(pixels.shape[:2]) <= WORKING_MAX_SIDE:
+        return shrink_to_side(pixels)
+    k = -(-max(pixels.shape[:2]) // WORKING_MAX_SIDE)
+    height, width = pixels.shape[0] // k, pixels.shape[1] // k
+    tail = pixels.shape[2:]
+    out = np.empty((height, width, *tail), np.float32)
+    for top in range(0, height, 256):  # 256 output rows a band
+        rows = min(256, height - top)
+        band = pixels[top * k:(top + rows) * k, :width * k].astype(np.float32)
+        out[top:top + rows] = band.reshape(rows, k, width, k, *tail).mean(axis=(1, 3))
+    return np.rint(out).astype(pixels.dtype)
 
 
 def _read_dataset(data: bytes, preamble: bool = True):

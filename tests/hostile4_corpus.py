@@ -82,3 +82,19 @@ def segmented_palette_dicom(linear_segments: int = 1_000, segment_length: int = 
         setattr(ds, f"Segmented{colour}PaletteColorLookupTableData", segmented)
         ds[f"Segmented{colour}PaletteColorLookupTableData"].VR = "OW"
     return _dicom_bytes(ds)
+
+
+def deep_deflated_dicom(side: int = 5_000, bits: int = 32) -> bytes:
+    """Item 4: a deflated ``side``² DICOM of ``bits``-bit unsigned pixels with a rescale and a window."""
+    import pydicom
+    from conftest import make_dicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((8, 8), np.uint16))))
+    pixels = (np.indices((side, side), dtype=np.int64).sum(0) % 4096 * 1000).astype(f"<u{bits // 8}")
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = side, side, bits, bits, bits - 1
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OB" if bits == 64 else "OW"
+    ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = 0.5, -100, 900_000, 1_800_000
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    return _dicom_bytes(ds)

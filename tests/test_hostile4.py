@@ -174,3 +174,34 @@ def test_segmented_palette_within_its_descriptor_is_applied():
     gray = prepare(_segmented(words)).gray
     index = np.indices((64, 64)).sum(0) % 256
     assert gray.shape == (64, 64) and np.corrcoef(gray.ravel(), (index % 128).ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_deep_dicom_pixels_are_shrunk_before_the_lut_steps(bits):
+    """Item 4: a deflated 5000² 32-bit DICOM with a rescale and a window took 922 MB (64-bit 3600²: 643 MB): the LUT
+    steps' float64 copies were of the full frame. Here a 2600² frame: at most 4.5 frames' worth of Python/NumPy memory
+    at the peak (it was 9.7 frames at 32 bits, 6.3 at 64), and the picture is the frame's own, halved."""
+    import numpy as np
+    from hostile4_corpus import deep_deflated_dicom
+
+    from model.preprocessing import prepare
+
+    side = 2600
+    prepared, peak_mb = _peak_python_mb(prepare, deep_deflated_dicom(side, bits))
+    frame_mb = side * side * bits / 8 / 2**20
+    assert peak_mb < 4.5 * frame_mb, (peak_mb, frame_mb)
+    assert prepared.gray.shape == (side // 2, side // 2)
+    expected = (np.indices((side // 2, side // 2)).sum(0) * 2 + 1) % 4096  # each 2×2 block's mean index
+    assert np.corrcoef(prepared.gray.ravel().astype(float), expected.ravel())[0, 1] > 0.95
+
+
+def test_deep_integer_shrink_keeps_the_dtype_and_block_means():
+    import numpy as np
+
+    from model.dicom import _shrink_integers
+    from model.pixels import WORKING_MAX_SIDE
+
+    pixels = np.arange(4100 * 3, dtype=np.uint32).reshape(3, 4100).repeat(3, axis=0) * 70_000
+    out = _shrink_integers(np.ascontiguousarray(np.broadcast_to(pixels[:1], (4100, 4100))))
+    assert out.dtype == np.uint32 and max(out.shape) <= WORKING_MAX_SIDE and out.shape == (1366, 1366)
+    assert out[0, 0] == 70_000  # mean of 0, 1, 2 (× 70,000), three columns a block
