@@ -160,6 +160,7 @@ def _decode_with_pillow(data: bytes, plugins: tuple[str, ...]) -> tuple[np.ndarr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
             image = Image.open(io.BytesIO(data), formats=list(plugins))  # only the plugin the content names
             _check_pixel_count(image.size)
+            _check_rle_bmp(image)
             coefficients = _jpeg_coefficient_bytes(image)
             if image.format in ("JPEG", "MPO"):  # decode big JPEGs at reduced scale: fast, bounded memory
                 image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
@@ -215,6 +216,22 @@ def check_tiff_header(data: bytes) -> None:
     if listed > needed or listed > MAX_TIFF_TABLE_ENTRIES:
         raise ImageInputError(f"The TIFF file is damaged: it lists {listed} {kind}, but an image of {width}×{height} "
                               f"pixels needs {needed}; refusing to decode it.")
+
+
+MAX_RLE_BMP_PIXELS = WORKING_MAX_SIDE * WORKING_MAX_SIDE
+
+
+def _check_rle_bmp(image: Image.Image) -> None:
+    """Pillow expands run-length BMPs (RLE8, RLE4) in Python, padding each row a byte at a time: a 40 KB 9800² file of
+    one pixel and an end-of-line per row took 23 s of CPU. Such a BMP is read up to the working size (about a second
+    at worst), refused above it from the header Pillow has already parsed."""
+    if image.format != "BMP" or not image.tile or image.tile[0][0] != "bmp_rle":
+        return
+    width, height = image.size
+    if width * height > MAX_RLE_BMP_PIXELS:
+        raise ImageInputError(f"The image is a run-length compressed BMP of {width}×{height} pixels; compressed BMPs "
+                              f"above {WORKING_MAX_SIDE}×{WORKING_MAX_SIDE} are not accepted (save it as PNG or as an "
+                              "uncompressed BMP).")
 
 
 EXIF_ORIENTATION = 0x0112
@@ -340,6 +357,7 @@ def colour_preview(data: bytes, max_side: int) -> np.ndarray | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(plugins))  # the same content check as prepare()
             _check_pixel_count(image.size)
+            _check_rle_bmp(image)
             coefficients = _jpeg_coefficient_bytes(image)
             image.draft("RGB", (max_side, max_side))
             _check_decoded_bytes(image, coefficients)

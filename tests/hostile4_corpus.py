@@ -98,3 +98,25 @@ def deep_deflated_dicom(side: int = 5_000, bits: int = 32) -> bytes:
     ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = 0.5, -100, 900_000, 1_800_000
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     return _dicom_bytes(ds)
+
+
+def rle_bmp(side: int = 9_800, rle4: bool = False, full_rows: bool = False) -> bytes:
+    """Item 5: an 8-bit (RLE8) or 4-bit (RLE4) run-length BMP, ``side``² with a grey palette. Each row is one pixel then
+    end-of-line (Pillow pads the rest of the row a byte at a time), or with ``full_rows`` runs of 254 pixels filling
+    the row (RLE4 expands those a pixel at a time)."""
+    colours = 16 if rle4 else 256
+    palette = b"".join(bytes((v, v, v, 0)) for v in np.linspace(0, 255, colours).astype(np.uint8))
+    row = bytearray()
+    if full_rows:
+        left = side
+        while left:
+            run = min(254, left)
+            row += bytes((run, 0x7F if rle4 else 0x80))
+            left -= run
+    else:
+        row += bytes((1, 0x55))
+    body = (bytes(row) + b"\x00\x00") * side + b"\x00\x01"
+    header_size = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, side, side, 1, 4 if rle4 else 8, 2 if rle4 else 1, len(body), 2835, 2835,
+                       colours, 0)
+    return b"BM" + struct.pack("<IHHI", header_size + len(body), 0, 0, header_size) + info + palette + body

@@ -205,3 +205,23 @@ def test_deep_integer_shrink_keeps_the_dtype_and_block_means():
     out = _shrink_integers(np.ascontiguousarray(np.broadcast_to(pixels[:1], (4100, 4100))))
     assert out.dtype == np.uint32 and max(out.shape) <= WORKING_MAX_SIDE and out.shape == (1366, 1366)
     assert out[0, 0] == 70_000  # mean of 0, 1, 2 (× 70,000), three columns a block
+
+
+def test_run_length_bmp_is_read_up_to_the_working_size_and_refused_above_it():
+    """Item 5: a 40 KB 9800² RLE8 BMP (one pixel, then end-of-line, per row) took 23 s of CPU in Pillow's Python
+    decoder; above 2048² a run-length BMP is refused from its header, at or below it it is read (about a second)."""
+    import time
+
+    from hostile4_corpus import rle_bmp
+
+    from model.preprocessing import ImageInputError, colour_preview, prepare
+
+    start = time.process_time()
+    for data in (rle_bmp(2_100), rle_bmp(2_100, rle4=True, full_rows=True)):
+        with pytest.raises(ImageInputError, match="run-length compressed BMP of 2100×2100 pixels"):
+            prepare(data)
+        assert colour_preview(data, 64) is None
+    assert time.process_time() - start < 0.5
+    gray = prepare(rle_bmp(256)).gray
+    assert gray.shape == (256, 256) and (gray[:, 0] == 85).all() and not gray[:, 1:].any()
+    assert prepare(rle_bmp(256, rle4=True, full_rows=True)).gray.min() == 119  # palette entry 7 of 16 everywhere
