@@ -57,6 +57,7 @@ from model.service import (  # noqa: E402
     results_rows,
     rows_to_csv,
     safe_download_name,
+    shown_name,
 )
 
 log = get_logger(__name__)  # follows `--logger.level`; never given file names, pixels or patient data
@@ -250,7 +251,7 @@ def _within_limits(files) -> list[Upload]:
             st.error(f"File {number} was not analysed: its name contains a null byte. Rename it and upload it again.")
             continue
         data = file.getvalue()
-        uploads.append(Upload(number, file.name, digest_of(file.file_id, data), data, file.file_id))
+        uploads.append(Upload(number, shown_name(file.name), digest_of(file.file_id, data), data, file.file_id))
     live = {f.file_id for f in files}
     digests = st.session_state.get("digests", {})
     for file_id in [k for k in digests if k not in live]:

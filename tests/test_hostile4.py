@@ -225,3 +225,34 @@ def test_run_length_bmp_is_read_up_to_the_working_size_and_refused_above_it():
     gray = prepare(rle_bmp(256)).gray
     assert gray.shape == (256, 256) and (gray[:, 0] == 85).all() and not gray[:, 1:].any()
     assert prepare(rle_bmp(256, rle4=True, full_rows=True)).gray.min() == 119  # palette entry 7 of 16 everywhere
+
+
+BIDI_NAME = "x\u202egnp.LAMRON :tluser\u202c \u2067y\u2069\u200e\u200f.png"
+
+
+def test_bidi_controls_in_names_are_shown_as_visible_marks_in_table_and_csv():
+    """Item 9: a right-to-left override made "File: xresult: NORMAL.png" appear above a PNEUMONIA result."""
+    from model.service import BIDI_CONTROLS, BatchItem, results_rows, rows_to_csv, shown_name
+
+    assert shown_name(BIDI_NAME) == "x[U+202E]gnp.LAMRON :tluser[U+202C] [U+2067]y[U+2069][U+200E][U+200F].png"
+    assert shown_name(shown_name(BIDI_NAME)) == shown_name(BIDI_NAME)
+    assert shown_name("rtg_חזה_صدر.png") == "rtg_חזה_صدر.png"  # right-to-left letters themselves are left alone
+    rows = results_rows([BatchItem(1, BIDI_NAME, None, "could not be read")], 0.5)
+    text = rows_to_csv(rows)
+    assert not any(c in text or c in rows[0]["file"] for c in BIDI_CONTROLS) and "[U+202E]" in text
+
+
+def test_bidi_controls_in_an_uploaded_name_never_reach_the_page(sample_files):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from model.service import BIDI_CONTROLS
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"), default_timeout=300)
+    at.run()
+    at.file_uploader(key="uploads").set_value([(BIDI_NAME, sample_files[-1].read_bytes(), "image/jpeg")]).run()
+    assert not at.exception, at.exception
+    shown = [e.value for e in (*at.text, *at.markdown, *at.caption, *at.error, *at.warning, *at.info) if isinstance(e.value, str)]
+    assert any("File: x[U+202E]gnp" in s for s in shown), shown
+    assert not any(c in s for s in shown for c in BIDI_CONTROLS)
