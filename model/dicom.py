@@ -32,7 +32,7 @@ import zlib
 
 import numpy as np
 
-from model.pixels import WORKING_MAX_SIDE, ImageInputError, rescale_to_uint8, shrink_to_side
+from model.pixels import WORKING_MAX_SIDE, ImageInputError, check_geometry, rescale_to_uint8, shrink_to_side
 
 MAX_DICOM_PIXELS = 50_000_000  # real CR/DR detectors are below 20 MP
 MAX_FRAME_BYTES = 100 * 2**20  # one decoded frame
@@ -182,6 +182,7 @@ def _check_frame_size(dataset) -> None:
     _header_int(dataset, "NumberOfFrames", 1)
     if rows * columns > MAX_DICOM_PIXELS:
         raise ImageInputError(f"The DICOM image is {columns}×{rows} pixels; too large to process.")
+    check_geometry((rows, columns))  # the header's own size, before decoding or shrinking
     frame_bytes = rows * columns * samples * max(1, (bits + 7) // 8)
     if frame_bytes > MAX_FRAME_BYTES:
         raise ImageInputError(f"One DICOM frame would take {frame_bytes // 2**20} MB to decode; "
@@ -357,6 +358,8 @@ def _first_frame(dataset) -> np.ndarray:
         return pixel_array(dataset, index=0)
     except (NotImplementedError, RuntimeError) as exc:
         name = _syntax_name(dataset)
+        if _decoder_available(dataset):  # the codec is here, so the data is what failed (a bogus offset table, ...)
+            raise ImageInputError(f"The DICOM pixel data is damaged or inconsistent with its header ({name}).") from None
         if any(word in str(exc).lower() for word in ("compress", "handler", "plugin")):
             raise ImageInputError(
                 f"This DICOM uses a compression ({name}) that this installation cannot decode. "
@@ -365,6 +368,16 @@ def _first_frame(dataset) -> np.ndarray:
         raise ImageInputError(f"The DICOM pixel data cannot be decoded ({name}).") from None
     except (*_PYDICOM_ERRORS, MemoryError):
         raise ImageInputError("The DICOM pixel data is damaged or inconsistent with its header.") from None
+
+
+def _decoder_available(dataset) -> bool:
+    """Whether this installation has a working decoder for the dataset's transfer syntax."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(get_decoder(_syntax(dataset)).is_available)
+    except (NotImplementedError, *_PYDICOM_ERRORS):
+        return False
 
 
 def _apply_luts(pixels: np.ndarray, dataset) -> np.ndarray:

@@ -23,14 +23,20 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from model.pixels import WORKING_MAX_SIDE, ImageInputError, rescale_to_uint8, shrink_to_side
+from model.pixels import (  # noqa: F401 (MIN_SIDE, MAX_ASPECT_RATIO: part of this module's bounds)
+    MAX_ASPECT_RATIO,
+    MIN_SIDE,
+    WORKING_MAX_SIDE,
+    ImageInputError,
+    check_geometry,
+    rescale_to_uint8,
+    shrink_to_side,
+)
 
 # Bounds on what a decode may cost, checked from the header before any pixel is decoded. A JPEG is
 # decoded at reduced scale (draft), so its bound applies to the reduced size; other formats decode in full.
 MAX_PIXELS = 120_000_000  # declared size: anything larger is refused outright
 MAX_DECODED_BYTES = 96 * 2**20  # width × height × bytes per pixel of the decode actually done
-MIN_SIDE = 32
-MAX_ASPECT_RATIO = 4.0
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 DICOM_MAGIC_OFFSET = 128
@@ -122,7 +128,7 @@ def _decode(data: bytes) -> tuple[np.ndarray, float]:
         gray, colorfulness = decode_dicom(data, preamble=kind == "DICOM"), 0.0
     else:
         gray, colorfulness = _decode_with_pillow(data, plugins)
-    _check_geometry(gray.shape)
+    check_geometry(gray.shape)
     return gray, colorfulness
 
 
@@ -160,11 +166,12 @@ def _decode_with_pillow(data: bytes, plugins: tuple[str, ...]) -> tuple[np.ndarr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
             image = Image.open(io.BytesIO(data), formats=list(plugins))  # only the plugin the content names
             _check_pixel_count(image.size)
+            check_geometry(image.size[::-1])  # the file's own size, before any decode or shrink
             _check_rle_bmp(image)
-            coefficients = _jpeg_coefficient_bytes(image)
+            declared, coefficients = image.size, _jpeg_coefficient_bytes(image)
             if image.format in ("JPEG", "MPO"):  # decode big JPEGs at reduced scale: fast, bounded memory
                 image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
-            _check_decoded_bytes(image, coefficients)
+            _check_decoded_bytes(image, coefficients, declared)
             orientation = exif_orientation(image)
             return orient(_to_uint8_gray(image), orientation), _colorfulness(image)
     except ImageInputError:
@@ -294,22 +301,17 @@ def _decoded_bytes_per_pixel(image: Image.Image) -> int:
     return _BYTES_PER_PIXEL.get(image.mode, 4)
 
 
-def _check_decoded_bytes(image: Image.Image, extra: int = 0) -> None:
+def _check_decoded_bytes(image: Image.Image, extra: int = 0, declared: tuple[int, int] | None = None) -> None:
+    """``image.size`` is the size decoded (a JPEG's reduced draft size); the message quotes ``declared``, the file's
+    own size (a 10954² progressive JPEG was described by its draft size, 2739²)."""
     width, height = image.size
     total = width * height * _decoded_bytes_per_pixel(image) + extra
     if total > MAX_DECODED_BYTES:
+        width, height = declared or image.size
         raise ImageInputError(
             f"The image is {width}×{height} pixels ({image.mode}{', progressive' if extra else ''}): decoding it would "
             f"take {total // 2**20} MB; images above {MAX_DECODED_BYTES // 2**20} MB decoded are not "
             "accepted (a chest X-ray fits easily; try a baseline JPEG or a smaller export).")
-
-
-def _check_geometry(shape) -> None:
-    height, width = shape
-    if min(height, width) < MIN_SIDE:
-        raise ImageInputError(f"The image is only {width}×{height} pixels; a chest X-ray needs at least {MIN_SIDE} px a side.")
-    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ImageInputError(f"The image is {width}×{height} pixels: too elongated to be a chest radiograph.")
 
 
 def _to_uint8_gray(image: Image.Image) -> np.ndarray:
@@ -358,9 +360,9 @@ def colour_preview(data: bytes, max_side: int) -> np.ndarray | None:
             image = Image.open(io.BytesIO(data), formats=list(plugins))  # the same content check as prepare()
             _check_pixel_count(image.size)
             _check_rle_bmp(image)
-            coefficients = _jpeg_coefficient_bytes(image)
+            declared, coefficients = image.size, _jpeg_coefficient_bytes(image)
             image.draft("RGB", (max_side, max_side))
-            _check_decoded_bytes(image, coefficients)
+            _check_decoded_bytes(image, coefficients, declared)
             if image.mode in ("L", "I", "I;16", "F", "1"):
                 return None
             orientation = exif_orientation(image)

@@ -120,3 +120,22 @@ def rle_bmp(side: int = 9_800, rle4: bool = False, full_rows: bool = False) -> b
     info = struct.pack("<IiiHHIIiiII", 40, side, side, 1, 4 if rle4 else 8, 2 if rle4 else 1, len(body), 2835, 2835,
                        colours, 0)
     return b"BM" + struct.pack("<IHHI", header_size + len(body), 0, 0, header_size) + info + palette + body
+
+
+def jpeg_dicom_with_bogus_offset_table(rows: int = 256, columns: int = 256) -> bytes:
+    """Item 10: a JPEG Baseline DICOM (a decodable grey JPEG) whose Basic Offset Table points past its only frame."""
+    import pydicom
+    from conftest import make_dicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.indices((rows, columns)).sum(0) % 256).astype(np.uint8)).save(buffer, format="JPEG")
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(np.zeros((8, 8), np.uint8), transfer_syntax=JPEGBaseline8Bit,
+                                               with_pixels=False)))
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = rows, columns, 8, 8, 7
+    encapsulated = bytearray(encapsulate([buffer.getvalue()], has_bot=True))
+    encapsulated[8:12] = struct.pack("<I", 0x7FFFFFF0)  # the first frame's offset: far past the data
+    ds.PixelData = bytes(encapsulated)
+    ds["PixelData"].VR = "OB"
+    return _dicom_bytes(ds)

@@ -256,3 +256,25 @@ def test_bidi_controls_in_an_uploaded_name_never_reach_the_page(sample_files):
     shown = [e.value for e in (*at.text, *at.markdown, *at.caption, *at.error, *at.warning, *at.info) if isinstance(e.value, str)]
     assert any("File: x[U+202E]gnp" in s for s in shown), shown
     assert not any(c in s for s in shown for c in BIDI_CONTROLS)
+
+
+def test_messages_quote_the_files_own_size_and_say_damaged_when_damaged():
+    """Item 10: a 1 × 50000 image was "only 1×2048 pixels" (its shrunk copy), a 10954² progressive CMYK JPEG was
+    described at its draft size 2739², and a JPEG DICOM with a bogus offset table was said to need a codec this
+    installation lacks although the codec is installed."""
+    from conftest import encode
+    from hardening_corpus import _dicom_with, _progressive_bomb
+    from hostile4_corpus import jpeg_dicom_with_bogus_offset_table
+    from PIL import Image
+
+    from model.preprocessing import ImageInputError, prepare
+
+    cases = {encode(Image.new("L", (1, 50_000))): "only 1×50000 pixels",
+             encode(Image.new("L", (9_000, 40))): "9000×40 pixels: too elongated",
+             _progressive_bomb("CMYK"): "10954×10954 pixels (CMYK, progressive)",
+             _dicom_with(Rows=20, Columns=3_000): "only 3000×20 pixels",
+             jpeg_dicom_with_bogus_offset_table(): "damaged or inconsistent with its header (JPEG Baseline"}
+    for data, message in cases.items():
+        with pytest.raises(ImageInputError) as err:
+            prepare(data)
+        assert message in str(err.value), str(err.value)
