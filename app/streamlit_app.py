@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` puts app/ 
     sys.path.insert(0, str(ROOT))
 
 from app.server_config import (  # noqa: E402
+    analysis_slots,
     keep_uploads_in_memory,
     limit_malloc_arenas,
     limit_session_uploads,
@@ -35,6 +36,7 @@ from app.server_config import (  # noqa: E402
     release_uploads,
     return_large_buffers,
 )
+from model.admission import AnalysisQueue  # noqa: E402
 from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E402
 from model.explain import CAM_METHODS, CamExplainer, EvidenceMap, color_bar, overlay_heatmap  # noqa: E402
 from model.faithfulness import FaithfulnessResult  # noqa: E402
@@ -109,12 +111,33 @@ def analyze(digest: str, _data: bytes) -> tuple[ImageAnalysis | None, str | None
     """(analysis, None) or (None, human error message); cached by the bytes' SHA-256 (hashed once per upload)."""
     predictor, _ = load_model()
     try:
-        return analyze_bytes(predictor, _data), None
+        with analysis_queue().slot():  # one budget for the whole server: see analysed()
+            return analyze_bytes(predictor, _data), None
     except ImageInputError as exc:
         return None, str(exc)
     except Exception as exc:  # one broken file never takes the page (or the batch) down
         log.error("analysis failed: %s", type(exc).__name__)
         return None, "This file could not be processed. Please try another file."
+
+
+@st.cache_resource
+def analysis_queue() -> AnalysisQueue:
+    """Decoding and inference for the whole server: at most ``analysis_slots()`` at once (sized from the memory the
+    server may use), the rest wait in line. Eight visitors' largest images at once took the server to 1.5 GB."""
+    return AnalysisQueue(analysis_slots())
+
+
+BUSY_MESSAGE = ("Busy: the server is analysing other visitors' images. Yours is in line and starts as soon as one "
+                "finishes (a few seconds each).")
+
+
+def analysed(upload: Upload) -> tuple[ImageAnalysis | None, str | None]:
+    """``analyze`` for one upload, saying so while it waits for the server's analysis queue (a cached result never
+    waits: the queue is only entered when the analysis actually runs)."""
+    if analysis_queue().busy:
+        with st.spinner(BUSY_MESSAGE):
+            return analyze(upload.digest, upload.data)
+    return analyze(upload.digest, upload.data)
 
 
 @st.cache_resource
@@ -148,7 +171,8 @@ def sample_thumbnails() -> dict[str, np.ndarray]:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def colour_copy(digest: str, _data: bytes) -> np.ndarray | None:
-    return colour_preview(_data, DISPLAY_MAX_SIDE)
+    with analysis_queue().slot():  # a full decode: the same server-wide budget as analyze()
+        return colour_preview(_data, DISPLAY_MAX_SIDE)
 
 
 def digest_of(file_id: str, data: bytes) -> str:
@@ -164,7 +188,7 @@ def predictions_for(uploads: list[Upload]) -> list[BatchItem]:
     kept = st.session_state.setdefault("predictions", {})
     for upload in uploads:
         if upload.digest not in kept:
-            analysis, error = analyze(upload.digest, upload.data)
+            analysis, error = analysed(upload)
             kept[upload.digest] = (analysis.prediction if analysis else None, error)
     current = {u.digest for u in uploads}
     for digest in [d for d in kept if d not in current]:
@@ -544,7 +568,7 @@ def ood_ui(upload: Upload, analysis: ImageAnalysis) -> bool:
 
 
 def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
-    analysis, error = analyze(upload.digest, upload.data)
+    analysis, error = analysed(upload)
     if error:
         with st.container(border=True):
             st.text(f"File: {upload.name}")

@@ -278,3 +278,70 @@ def test_messages_quote_the_files_own_size_and_say_damaged_when_damaged():
         with pytest.raises(ImageInputError) as err:
             prepare(data)
         assert message in str(err.value), str(err.value)
+
+
+def test_analysis_queue_admits_at_most_its_slots_in_arrival_order():
+    """Item 6: one budget for the whole server; eight large analyses at once took the server to 1.5 GB."""
+    import threading
+    import time
+
+    from model.admission import AnalysisQueue
+
+    queue, lock, running, peak, order = AnalysisQueue(2), threading.Lock(), [0], [0], []
+
+    def analyse(number):
+        with queue.slot():
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                order.append(number)
+            time.sleep(0.02)
+            with lock:
+                running[0] -= 1
+
+    threads = []
+    for number in range(8):
+        threads.append(threading.Thread(target=analyse, args=(number,)))
+        threads[-1].start()
+        time.sleep(0.002)  # arrive in order
+    for thread in threads:
+        thread.join(5)
+    assert peak[0] == 2 and sorted(order) == list(range(8)) and order[2:] == sorted(order[2:])
+    assert not queue.busy and queue.waiting == 0
+
+
+def test_a_visitor_who_stops_waiting_leaves_the_queue():
+    import threading
+
+    from model.admission import AnalysisQueue
+
+    queue, holding, release = AnalysisQueue(1), threading.Event(), threading.Event()
+
+    def hold():
+        with queue.slot():
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+    assert queue.busy
+    with pytest.raises(TimeoutError):
+        with queue.slot(timeout=0.05):
+            pass
+    assert queue.waiting == 0
+    release.set()
+    holder.join(5)
+    with queue.slot(timeout=1):
+        assert queue.busy
+    with pytest.raises(ValueError):
+        AnalysisQueue(0)
+
+
+def test_analysis_slots_are_sized_from_the_memory_budget(monkeypatch):
+    from app import server_config
+
+    assert server_config.analysis_slots(690) == 1  # the hosted tier: one large analysis at a time
+    assert server_config.analysis_slots(1_000) == 2 and server_config.analysis_slots(100) == 1
+    monkeypatch.setenv("APP_MEMORY_MB", "2000")
+    assert server_config.analysis_slots() == 5
