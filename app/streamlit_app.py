@@ -526,14 +526,24 @@ def report_bytes(key: tuple, _content: ReportContent, fmt: str) -> bytes:
     return render_report(_content, fmt=fmt)
 
 
+@st.fragment
 def report_ui(upload: Upload, content: ReportContent, key: tuple) -> None:
+    # Rendered only when asked for: rendering both formats took about 2 s, and it ran on every threshold or opacity
+    # change. "Prepare" reruns this fragment alone, which renders that format once for these settings (``key``) and
+    # shows its download button until a setting changes.
     # Bytes, not a deferred callable: a deferred download's id is replaced on every rerun, so a click that races a
     # threshold change found "Deferred file not found"; a stored file outlives the rerun that replaced it.
+    ready = st.session_state.get("reports_ready", {})  # format -> the settings it was prepared for
+    wanted = repr(key)  # by value: the script's own classes (ExplainSettings) are new objects on every run
     columns = st.columns(2)
     for column, fmt, mime in ((columns[0], "png", "image/png"), (columns[1], "pdf", "application/pdf")):
-        column.download_button(f"Download report ({fmt.upper()})", data=report_bytes(key, content, fmt),
-                               file_name=safe_download_name(upload.name, f"_report.{fmt}"), mime=mime,
-                               on_click="ignore", key=f"{fmt}_{upload.number}_{upload.digest[:12]}")
+        if ready.get(fmt) == wanted:
+            column.download_button(f"Download report ({fmt.upper()})", data=report_bytes(key, content, fmt),
+                                   file_name=safe_download_name(upload.name, f"_report.{fmt}"), mime=mime,
+                                   on_click="ignore", key=f"{fmt}_{upload.number}_{upload.digest[:12]}")
+        else:
+            column.button(f"Prepare report ({fmt.upper()})", key=f"prepare_{fmt}_{upload.number}_{upload.digest[:12]}",
+                          width="stretch", on_click=lambda f=fmt: st.session_state.update(reports_ready={**ready, f: wanted}))
 
 
 _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|~<>$:&"})

@@ -345,3 +345,31 @@ def test_analysis_slots_are_sized_from_the_memory_budget(monkeypatch):
     assert server_config.analysis_slots(1_000) == 2 and server_config.analysis_slots(100) == 1
     monkeypatch.setenv("APP_MEMORY_MB", "2000")
     assert server_config.analysis_slots() == 5
+
+
+def test_threshold_and_opacity_changes_render_no_report_until_one_is_asked_for(sample_files, monkeypatch):
+    """Item 8: every threshold or opacity change rendered the PNG and the PDF report (about 2 s of a 2.1 s rerun);
+    now a report is rendered only when its "Prepare" button is pressed, once per setting."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from model import report
+
+    rendered = []
+    original = report.render_report
+    monkeypatch.setattr(report, "render_report", lambda *a, **k: rendered.append(k.get("fmt")) or original(*a, **k))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"), default_timeout=300)
+    at.run()
+    at.file_uploader(key="uploads").set_value([("chest.jpeg", sample_files[-1].read_bytes(), "image/jpeg")]).run()
+    for value in (0.3, 0.31, 0.32):
+        at.slider(key="threshold_slider").set_value(value).run()
+    at.slider(key="opacity").set_value(0.6).run()
+    assert not at.exception and rendered == []
+    prepare_pdf = next(b for b in at.button if b.label == "Prepare report (PDF)")
+    prepare_pdf.click().run()
+    assert not at.exception and rendered == ["pdf"]
+    assert [e for e in at.get("download_button") if "PDF" in e.proto.label]
+    assert not [b for b in at.button if b.label == "Prepare report (PDF)"]
+    at.slider(key="threshold_slider").set_value(0.4).run()  # a new setting: the old report is not offered
+    assert rendered == ["pdf"] and [b for b in at.button if b.label == "Prepare report (PDF)"]
