@@ -25,7 +25,6 @@ it near what is actually in use (no effect where the C library is not glibc).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 
 MB = 2**20
@@ -40,15 +39,51 @@ def keep_uploads_in_memory(max_upload_mb: int) -> None:
         MultiPartParser.spool_max_size = limit
 
 
+# One budget for decoding and inference across all sessions (model/admission.py): the memory the server may use,
+# its size idle, and the most one analysis adds above that (python -m bench hostile: a 9700² PNG, about 360 MB).
+SERVER_MEMORY_MB = 690  # the hosted tier; APP_MEMORY_MB overrides it, else a cgroup limit below it
+IDLE_MB = 200
+ANALYSIS_PEAK_MB = 360
+
+
+def analysis_slots(memory_mb: float | None = None) -> int:
+    """How many analyses may run at once: (memory - idle) // the costliest analysis, at least 1."""
+    if memory_mb is None:
+        memory_mb = _memory_limit_mb()
+    return max(1, int((memory_mb - IDLE_MB) // ANALYSIS_PEAK_MB))
+
+
+def _memory_limit_mb() -> float:
+    """APP_MEMORY_MB if set, else the cgroup's memory.max if lower than SERVER_MEMORY_MB, else SERVER_MEMORY_MB."""
+    import os
+
+    if os.environ.get("APP_MEMORY_MB", "").strip().isdigit():
+        return float(os.environ["APP_MEMORY_MB"])
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+    except OSError:
+        limit = "max"
+    return min(SERVER_MEMORY_MB, int(limit) / MB) if limit.isdigit() else SERVER_MEMORY_MB
+
+
 M_ARENA_MAX = -8  # glibc mallopt parameters
 M_MMAP_THRESHOLD = -3
 
 
+LIBC_SONAME = "libc.so.6"  # glibc's fixed soname on every Linux it ships on
+
+
 def _glibc():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
+    """The C library, found without starting a program: ``ctypes.util.find_library`` runs ``ldconfig -p`` (a child
+    process). glibc by its fixed soname; otherwise the symbols already loaded into this process (dlopen(NULL)),
+    which include whatever C library Python runs on; the mallopt/malloc_trim calls check their symbol exists."""
+    for name in (LIBC_SONAME, None):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
 
 
 _LIBC = _glibc()

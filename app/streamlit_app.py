@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` puts app/ 
     sys.path.insert(0, str(ROOT))
 
 from app.server_config import (  # noqa: E402
+    analysis_slots,
     keep_uploads_in_memory,
     limit_malloc_arenas,
     limit_session_uploads,
@@ -35,6 +36,7 @@ from app.server_config import (  # noqa: E402
     release_uploads,
     return_large_buffers,
 )
+from model.admission import AnalysisQueue  # noqa: E402
 from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E402
 from model.explain import CAM_METHODS, CamExplainer, EvidenceMap, color_bar, overlay_heatmap  # noqa: E402
 from model.faithfulness import FaithfulnessResult  # noqa: E402
@@ -56,6 +58,7 @@ from model.service import (  # noqa: E402
     rows_to_csv,
     safe_download_name,
     shown_first,
+    shown_name,
     trust_of,
 )
 from model.visitor_card import visitor_card  # noqa: E402
@@ -112,12 +115,33 @@ def analyze(digest: str, _data: bytes) -> tuple[ImageAnalysis | None, str | None
     """(analysis, None) or (None, human error message); cached by the bytes' SHA-256 (hashed once per upload)."""
     predictor, _ = load_model()
     try:
-        return analyze_bytes(predictor, _data), None
+        with analysis_queue().slot():  # one budget for the whole server: see analysed()
+            return analyze_bytes(predictor, _data), None
     except ImageInputError as exc:
         return None, str(exc)
     except Exception as exc:  # one broken file never takes the page (or the batch) down
         log.error("analysis failed: %s", type(exc).__name__)
         return None, "This file could not be processed. Please try another file."
+
+
+@st.cache_resource
+def analysis_queue() -> AnalysisQueue:
+    """Decoding and inference for the whole server: at most ``analysis_slots()`` at once (sized from the memory the
+    server may use), the rest wait in line. Eight visitors' largest images at once took the server to 1.5 GB."""
+    return AnalysisQueue(analysis_slots())
+
+
+BUSY_MESSAGE = ("Busy: the server is analysing other visitors' images. Yours is in line and starts as soon as one "
+                "finishes (a few seconds each).")
+
+
+def analysed(upload: Upload) -> tuple[ImageAnalysis | None, str | None]:
+    """``analyze`` for one upload, saying so while it waits for the server's analysis queue (a cached result never
+    waits: the queue is only entered when the analysis actually runs)."""
+    if analysis_queue().busy:
+        with st.spinner(BUSY_MESSAGE):
+            return analyze(upload.digest, upload.data)
+    return analyze(upload.digest, upload.data)
 
 
 @st.cache_resource
@@ -151,7 +175,8 @@ def sample_thumbnails() -> dict[str, np.ndarray]:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def colour_copy(digest: str, _data: bytes) -> np.ndarray | None:
-    return colour_preview(_data, DISPLAY_MAX_SIDE)
+    with analysis_queue().slot():  # a full decode: the same server-wide budget as analyze()
+        return colour_preview(_data, DISPLAY_MAX_SIDE)
 
 
 def digest_of(file_id: str, data: bytes) -> str:
@@ -167,7 +192,7 @@ def predictions_for(uploads: list[Upload]) -> list[BatchItem]:
     kept = st.session_state.setdefault("predictions", {})
     for upload in uploads:
         if upload.digest not in kept:
-            analysis, error = analyze(upload.digest, upload.data)
+            analysis, error = analysed(upload)
             kept[upload.digest] = (analysis.prediction if analysis else None, error)
     current = {u.digest for u in uploads}
     for digest in [d for d in kept if d not in current]:
@@ -262,7 +287,7 @@ def _within_limits(files) -> list[Upload]:
             st.error(f"File {number} was not analysed: its name contains a null byte. Rename it and upload it again.")
             continue
         data = file.getvalue()
-        uploads.append(Upload(number, file.name, digest_of(file.file_id, data), data, file.file_id))
+        uploads.append(Upload(number, shown_name(file.name), digest_of(file.file_id, data), data, file.file_id))
     live = {f.file_id for f in files}
     digests = st.session_state.get("digests", {})
     for file_id in [k for k in digests if k not in live]:
@@ -595,14 +620,24 @@ def report_bytes(key: tuple, _content: ReportContent, fmt: str) -> bytes:
     return render_report(_content, fmt=fmt)
 
 
+@st.fragment
 def report_ui(upload: Upload, content: ReportContent, key: tuple) -> None:
+    # Rendered only when asked for: rendering both formats took about 2 s, and it ran on every threshold or opacity
+    # change. "Prepare" reruns this fragment alone, which renders that format once for these settings (``key``) and
+    # shows its download button until a setting changes.
     # Bytes, not a deferred callable: a deferred download's id is replaced on every rerun, so a click that races a
     # threshold change found "Deferred file not found"; a stored file outlives the rerun that replaced it.
+    ready = st.session_state.get("reports_ready", {})  # format -> the settings it was prepared for
+    wanted = repr(key)  # by value: the script's own classes (ExplainSettings) are new objects on every run
     columns = st.columns(2)
     for column, fmt, mime in ((columns[0], "png", "image/png"), (columns[1], "pdf", "application/pdf")):
-        column.download_button(f"Download report ({fmt.upper()})", data=report_bytes(key, content, fmt),
-                               file_name=safe_download_name(upload.name, f"_report.{fmt}"), mime=mime,
-                               on_click="ignore", key=f"{fmt}_{upload.number}_{upload.digest[:12]}")
+        if ready.get(fmt) == wanted:
+            column.download_button(f"Download report ({fmt.upper()})", data=report_bytes(key, content, fmt),
+                                   file_name=safe_download_name(upload.name, f"_report.{fmt}"), mime=mime,
+                                   on_click="ignore", key=f"{fmt}_{upload.number}_{upload.digest[:12]}")
+        else:
+            column.button(f"Prepare report ({fmt.upper()})", key=f"prepare_{fmt}_{upload.number}_{upload.digest[:12]}",
+                          width="stretch", on_click=lambda f=fmt: st.session_state.update(reports_ready={**ready, f: wanted}))
 
 
 _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|~<>$:&"})
@@ -645,7 +680,7 @@ def edge_cautions(metadata: ModelMetadata, threshold: float, label: str) -> tupl
 
 
 def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
-    analysis, error = analyze(upload.digest, upload.data)
+    analysis, error = analysed(upload)
     if error:
         with st.container(border=True):
             st.text(f"File: {upload.name}")

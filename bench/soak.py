@@ -212,6 +212,7 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
                 alerts = await page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
                 result.errors.append(f"{name}: refused: {' | '.join(alerts)[:300]}")
             if report_every and outcome == "result" and (i + 1) % report_every == 0:
+                await page.get_by_role("button", name="Prepare report (PDF)").click()  # rendered only when asked
                 async with page.expect_download(timeout=timeout_ms) as download:
                     await page.get_by_role("button", name="Download report (PDF)").click()
                 saved = folder / f"report_{i}.pdf"

@@ -32,7 +32,7 @@ import zlib
 
 import numpy as np
 
-from model.pixels import ImageInputError, rescale_to_uint8, shrink_to_side
+from model.pixels import WORKING_MAX_SIDE, ImageInputError, check_geometry, rescale_to_uint8, shrink_to_side
 
 MAX_DICOM_PIXELS = 50_000_000  # real CR/DR detectors are below 20 MP
 MAX_FRAME_BYTES = 100 * 2**20  # one decoded frame
@@ -79,8 +79,8 @@ def _decode(data: bytes, preamble: bool = True) -> np.ndarray:
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         pixels = _apply_palette(shrink_to_side(pixels), dataset)
-    if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2:
-        pixels = shrink_to_side(pixels)  # before the LUT steps: their float64 copies are then of the working size
+    if pixels.dtype.kind in "iu":
+        pixels = _shrink_integers(pixels)  # before the LUT steps: their float64 copies are then of the working size
     if photometric.startswith("MONOCHROME"):
         pixels = _apply_luts(pixels, dataset)
     elif pixels.ndim == 3:
@@ -89,6 +89,25 @@ def _decode(data: bytes, preamble: bool = True) -> np.ndarray:
     if photometric == "MONOCHROME1":  # high values are dark: invert so bone is bright
         gray = 255 - gray
     return gray
+
+
+def _shrink_integers(pixels: np.ndarray) -> np.ndarray:
+    """Integer pixels shrunk to the working size, still integers of their own type (a modality LUT table indexes by
+    them). 8- and 16-bit ones are area-shrunk as they are. 32- and 64-bit ones (which OpenCV cannot resize) are
+    averaged over k×k blocks, k the smallest factor that brings them within the working size, a band of rows at a
+    time, so no full-frame float copy is made (a 5000² 32-bit frame went through the LUT steps at full size: 922 MB).
+    Up to k - 1 edge rows and columns are dropped."""
+    if pixels.dtype.itemsize <= 2 or max(pixels.shape[:2]) <= WORKING_MAX_SIDE:
+        return shrink_to_side(pixels)
+    k = -(-max(pixels.shape[:2]) // WORKING_MAX_SIDE)
+    height, width = pixels.shape[0] // k, pixels.shape[1] // k
+    tail = pixels.shape[2:]
+    out = np.empty((height, width, *tail), np.float32)
+    for top in range(0, height, 256):  # 256 output rows a band
+        rows = min(256, height - top)
+        band = pixels[top * k:(top + rows) * k, :width * k].astype(np.float32)
+        out[top:top + rows] = band.reshape(rows, k, width, k, *tail).mean(axis=(1, 3))
+    return np.rint(out).astype(pixels.dtype)
 
 
 def _read_dataset(data: bytes, preamble: bool = True):
@@ -163,6 +182,7 @@ def _check_frame_size(dataset) -> None:
     _header_int(dataset, "NumberOfFrames", 1)
     if rows * columns > MAX_DICOM_PIXELS:
         raise ImageInputError(f"The DICOM image is {columns}×{rows} pixels; too large to process.")
+    check_geometry((rows, columns))  # the header's own size, before decoding or shrinking
     frame_bytes = rows * columns * samples * max(1, (bits + 7) // 8)
     if frame_bytes > MAX_FRAME_BYTES:
         raise ImageInputError(f"One DICOM frame would take {frame_bytes // 2**20} MB to decode; "
@@ -268,10 +288,62 @@ def _check_rle(frame: bytes, pixels: int, segments: int) -> None:
                                   "refusing to decode it.")
 
 
+MAX_LUT_ENTRIES = 65_536  # a palette descriptor cannot declare more (0 means 65,536)
+
+
+def _check_segmented_palette(dataset) -> None:
+    """Refuse a segmented palette that expands past its descriptor's entry count, before pydicom expands it into Python
+    lists (1,000 linear segments of 65,535 entries in a 22 KB file took 5.2 GB). Walks the segment headers only,
+    counting; an indirect segment counts the segments it copies, which may not themselves be indirect."""
+    for colour in ("Red", "Green", "Blue", "Alpha"):
+        segmented = dataset.get(f"Segmented{colour}PaletteColorLookupTableData")
+        if segmented is None:
+            continue
+        descriptor = dataset.get(f"{colour}PaletteColorLookupTableDescriptor") or dataset.get(
+            "RedPaletteColorLookupTableDescriptor")
+        try:
+            entries = int(descriptor[0]) or MAX_LUT_ENTRIES
+            eight_bit = int(descriptor[2]) == 8
+        except (*_PYDICOM_ERRORS, ValueError):
+            raise ImageInputError("The DICOM is PALETTE COLOR but its palette descriptor is damaged.") from None
+        little = _syntax(dataset) != "1.2.840.10008.1.2.2"
+        words = np.frombuffer(segmented.value if hasattr(segmented, "value") else segmented, np.uint8 if eight_bit else
+                              ("<u2" if little else ">u2"))
+        if _segments_length(words, eight_bit, little, min(entries, MAX_LUT_ENTRIES)) > min(entries, MAX_LUT_ENTRIES):
+            raise ImageInputError(f"The DICOM's segmented palette expands beyond the {min(entries, MAX_LUT_ENTRIES)} entries "
+                                  "its descriptor declares; refusing to decode it.")
+
+
+def _segments_length(words: np.ndarray, eight_bit: bool, little: bool, limit: int, start: int = 0,
+                     count: int | None = None) -> int:
+    """Entries the segments from ``words[start:]`` expand to (``count`` segments, or all); stops once past ``limit``.
+    Segment layout: PS3.3 C.7.9.2 (0 discrete, 1 linear, 2 indirect)."""
+    total, position, read = 0, start, 0
+    while position + 1 < len(words) and total <= limit and read != count:
+        opcode, length = int(words[position]), int(words[position + 1])
+        if opcode == 0:
+            total, position = total + length, position + 2 + length
+        elif opcode == 1:
+            total, position = total + length, position + 3
+        elif opcode == 2 and count is None:  # an indirect segment: the lengths of the segments it copies
+            if eight_bit:
+                b = [int(v) for v in words[position + 2:position + 6]]
+                offset = (b[3] << 24 | b[2] << 16 | b[1] << 8 | b[0]) if little else (b[2] << 24 | b[3] << 16 | b[0] << 8 | b[1])
+                position += 6
+            else:
+                offset, position = int(words[position + 3]) << 16 | int(words[position + 2]), position + 4
+            total += _segments_length(words, eight_bit, little, limit - total, offset, length)  # an index, as pydicom reads it
+        else:  # an unknown opcode, or an indirect segment copying another indirect one
+            raise ImageInputError("The DICOM's segmented palette is damaged; refusing to decode it.")
+        read += 1
+    return total
+
+
 def _apply_palette(pixels: np.ndarray, dataset) -> np.ndarray:
     """PALETTE COLOR indices -> RGB through the file's own palette (pydicom), or a plain refusal."""
     from pydicom.pixels import apply_color_lut
 
+    _check_segmented_palette(dataset)
     try:
         return apply_color_lut(pixels, dataset)
     except (*_PYDICOM_ERRORS, NotImplementedError, RuntimeError):
@@ -286,6 +358,8 @@ def _first_frame(dataset) -> np.ndarray:
         return pixel_array(dataset, index=0)
     except (NotImplementedError, RuntimeError) as exc:
         name = _syntax_name(dataset)
+        if _decoder_available(dataset):  # the codec is here, so the data is what failed (a bogus offset table, ...)
+            raise ImageInputError(f"The DICOM pixel data is damaged or inconsistent with its header ({name}).") from None
         if any(word in str(exc).lower() for word in ("compress", "handler", "plugin")):
             raise ImageInputError(
                 f"This DICOM uses a compression ({name}) that this installation cannot decode. "
@@ -294,6 +368,16 @@ def _first_frame(dataset) -> np.ndarray:
         raise ImageInputError(f"The DICOM pixel data cannot be decoded ({name}).") from None
     except (*_PYDICOM_ERRORS, MemoryError):
         raise ImageInputError("The DICOM pixel data is damaged or inconsistent with its header.") from None
+
+
+def _decoder_available(dataset) -> bool:
+    """Whether this installation has a working decoder for the dataset's transfer syntax."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(get_decoder(_syntax(dataset)).is_available)
+    except (NotImplementedError, *_PYDICOM_ERRORS):
+        return False
 
 
 def _apply_luts(pixels: np.ndarray, dataset) -> np.ndarray:

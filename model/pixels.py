@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 
 WORKING_MAX_SIDE = 2048  # decoded images are area-downscaled to this at most (draft mode for JPEG)
+MIN_SIDE = 32
+MAX_ASPECT_RATIO = 4.0
 
 
 class ImageInputError(ValueError):
@@ -44,3 +46,13 @@ def rescale_to_uint8(pixels: np.ndarray) -> np.ndarray:
         return np.zeros(pixels.shape, dtype=np.uint8)
     scaled = np.where(finite, (pixels - low) * np.float32(255.0 / (float(high) - float(low))), 0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def check_geometry(shape) -> None:
+    """Refuse a (height, width) too small or too elongated for a radiograph; given the file's own size, so the
+    message quotes it (not the shrunk working copy's)."""
+    height, width = shape
+    if min(height, width) < MIN_SIDE:
+        raise ImageInputError(f"The image is only {width}×{height} pixels; a chest X-ray needs at least {MIN_SIDE} px a side.")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ImageInputError(f"The image is {width}×{height} pixels: too elongated to be a chest radiograph.")

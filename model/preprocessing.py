@@ -15,21 +15,28 @@ trained with.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from model.pixels import WORKING_MAX_SIDE, ImageInputError, rescale_to_uint8, shrink_to_side
+from model.pixels import (  # noqa: F401 (MIN_SIDE, MAX_ASPECT_RATIO: part of this module's bounds)
+    MAX_ASPECT_RATIO,
+    MIN_SIDE,
+    WORKING_MAX_SIDE,
+    ImageInputError,
+    check_geometry,
+    rescale_to_uint8,
+    shrink_to_side,
+)
 
 # Bounds on what a decode may cost, checked from the header before any pixel is decoded. A JPEG is
 # decoded at reduced scale (draft), so its bound applies to the reduced size; other formats decode in full.
 MAX_PIXELS = 120_000_000  # declared size: anything larger is refused outright
 MAX_DECODED_BYTES = 96 * 2**20  # width × height × bytes per pixel of the decode actually done
-MIN_SIDE = 32
-MAX_ASPECT_RATIO = 4.0
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 DICOM_MAGIC_OFFSET = 128
@@ -121,7 +128,7 @@ def _decode(data: bytes) -> tuple[np.ndarray, float]:
         gray, colorfulness = decode_dicom(data, preamble=kind == "DICOM"), 0.0
     else:
         gray, colorfulness = _decode_with_pillow(data, plugins)
-    _check_geometry(gray.shape)
+    check_geometry(gray.shape)
     return gray, colorfulness
 
 
@@ -152,17 +159,21 @@ def _looks_like_bare_dicom(data: bytes) -> bool:
 
 
 def _decode_with_pillow(data: bytes, plugins: tuple[str, ...]) -> tuple[np.ndarray, float]:
+    if plugins == ("TIFF",):
+        check_tiff_header(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
             image = Image.open(io.BytesIO(data), formats=list(plugins))  # only the plugin the content names
             _check_pixel_count(image.size)
-            coefficients = _jpeg_coefficient_bytes(image)
+            check_geometry(image.size[::-1])  # the file's own size, before any decode or shrink
+            _check_rle_bmp(image)
+            declared, coefficients = image.size, _jpeg_coefficient_bytes(image)
             if image.format in ("JPEG", "MPO"):  # decode big JPEGs at reduced scale: fast, bounded memory
                 image.draft(image.mode, (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
-            _check_decoded_bytes(image, coefficients)
-            image = ImageOps.exif_transpose(image)
-            return _to_uint8_gray(image), _colorfulness(image)
+            _check_decoded_bytes(image, coefficients, declared)
+            orientation = exif_orientation(image)
+            return orient(_to_uint8_gray(image), orientation), _colorfulness(image)
     except ImageInputError:
         raise
     except UnidentifiedImageError:
@@ -172,6 +183,94 @@ def _decode_with_pillow(data: bytes, plugins: tuple[str, ...]) -> tuple[np.ndarr
         raise ImageInputError("The image declares implausibly large dimensions; refusing to decode it.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageInputError(f"The image file is damaged or truncated and cannot be decoded ({type(exc).__name__}).") from None
+
+
+MAX_TIFF_TABLE_ENTRIES = 100_000  # strips or tiles: a radiograph needs a few thousand at most (one row per strip)
+_TIFF_TYPES = {3: "H", 4: "I"}  # SHORT, LONG: the types a size, strip or tile tag may have
+
+
+def check_tiff_header(data: bytes) -> None:
+    """Refuse a TIFF whose first directory declares more strips or tiles than its own size can need, before Pillow
+    opens it: Pillow reads every offset into a tuple and builds one decoder record per strip while opening (7 million
+    StripOffsets in a 28 MB file took 2.2 GB and a minute). Reads only the directory's 12-byte entries and the values
+    stored inline in them, with ``struct``; a table is counted, never read."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (offset,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, offset)
+        tags = {}
+        for position in range(offset + 2, offset + 2 + 12 * count, 12):
+            tag, kind, values = struct.unpack_from(order + "HHI", data, position)
+            inline = struct.unpack_from(order + _TIFF_TYPES[kind], data, position + 8)[0] if kind in _TIFF_TYPES else None
+            tags[tag] = (values, inline if values == 1 else None)
+    except struct.error:
+        raise ImageInputError("The TIFF file is damaged or truncated and cannot be decoded.") from None
+    width, height = (tags.get(tag, (0, None))[1] or 0 for tag in (256, 257))
+    if not (width and height):
+        return  # no usable size: Pillow refuses it
+    _check_pixel_count((width, height))
+    planes = (tags.get(277, (1, 1))[1] or 1) if tags.get(284, (1, 1))[1] == 2 else 1
+    if 324 in tags or 325 in tags:
+        tile_width, tile_height = (tags.get(tag, (0, None))[1] or 0 for tag in (322, 323))
+        if not tile_width or not tile_height or tile_width % 16 or tile_height % 16:
+            raise ImageInputError("The TIFF file is damaged: its tile size is missing or not a multiple of 16 pixels.")
+        needed, kind = -(-width // tile_width) * -(-height // tile_height) * planes, "tiles"
+        listed = max(tags.get(324, (0,))[0], tags.get(325, (0,))[0])
+    else:
+        rows_per_strip = min(tags.get(278, (1, None))[1] or 1, height)
+        needed, kind = -(-height // rows_per_strip) * planes, "strips"
+        listed = max(tags.get(273, (0,))[0], tags.get(279, (0,))[0])
+    if listed > needed or listed > MAX_TIFF_TABLE_ENTRIES:
+        raise ImageInputError(f"The TIFF file is damaged: it lists {listed} {kind}, but an image of {width}×{height} "
+                              f"pixels needs {needed}; refusing to decode it.")
+
+
+MAX_RLE_BMP_PIXELS = WORKING_MAX_SIDE * WORKING_MAX_SIDE
+
+
+def _check_rle_bmp(image: Image.Image) -> None:
+    """Pillow expands run-length BMPs (RLE8, RLE4) in Python, padding each row a byte at a time: a 40 KB 9800² file of
+    one pixel and an end-of-line per row took 23 s of CPU. Such a BMP is read up to the working size (about a second
+    at worst), refused above it from the header Pillow has already parsed."""
+    if image.format != "BMP" or not image.tile or image.tile[0][0] != "bmp_rle":
+        return
+    width, height = image.size
+    if width * height > MAX_RLE_BMP_PIXELS:
+        raise ImageInputError(f"The image is a run-length compressed BMP of {width}×{height} pixels; compressed BMPs "
+                              f"above {WORKING_MAX_SIDE}×{WORKING_MAX_SIDE} are not accepted (save it as PNG or as an "
+                              "uncompressed BMP).")
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF Orientation (1-8; 1 when absent or not a valid value), read alone.
+
+    Pillow's ``getexif`` keeps each tag's bytes undecoded until asked, so only this tag is decoded. (``ImageOps.
+    exif_transpose`` re-serialises every tag to drop the orientation: 15 million private SHORT values took 2.6 GB.)
+    """
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, EOFError, KeyError, TypeError, struct.error):
+        return 1  # an unreadable EXIF block: shown as stored, like a file without one
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels (H, W[, C]) as stored -> as they should be shown under EXIF ``orientation`` (what ``exif_transpose``
+    does, on the small decoded array, without copying or re-encoding anything else)."""
+    if orientation in (5, 7):
+        pixels = pixels.swapaxes(0, 1)
+    elif orientation in (6, 8):
+        pixels = np.rot90(pixels, -1 if orientation == 6 else 1)
+    if orientation == 2:
+        pixels = pixels[:, ::-1]
+    elif orientation in (3, 7):
+        pixels = pixels[::-1, ::-1]
+    elif orientation == 4:
+        pixels = pixels[::-1]
+    return np.ascontiguousarray(pixels)
 
 
 def _check_pixel_count(size) -> None:
@@ -202,22 +301,17 @@ def _decoded_bytes_per_pixel(image: Image.Image) -> int:
     return _BYTES_PER_PIXEL.get(image.mode, 4)
 
 
-def _check_decoded_bytes(image: Image.Image, extra: int = 0) -> None:
+def _check_decoded_bytes(image: Image.Image, extra: int = 0, declared: tuple[int, int] | None = None) -> None:
+    """``image.size`` is the size decoded (a JPEG's reduced draft size); the message quotes ``declared``, the file's
+    own size (a 10954² progressive JPEG was described by its draft size, 2739²)."""
     width, height = image.size
     total = width * height * _decoded_bytes_per_pixel(image) + extra
     if total > MAX_DECODED_BYTES:
+        width, height = declared or image.size
         raise ImageInputError(
             f"The image is {width}×{height} pixels ({image.mode}{', progressive' if extra else ''}): decoding it would "
             f"take {total // 2**20} MB; images above {MAX_DECODED_BYTES // 2**20} MB decoded are not "
             "accepted (a chest X-ray fits easily; try a baseline JPEG or a smaller export).")
-
-
-def _check_geometry(shape) -> None:
-    height, width = shape
-    if min(height, width) < MIN_SIDE:
-        raise ImageInputError(f"The image is only {width}×{height} pixels; a chest X-ray needs at least {MIN_SIDE} px a side.")
-    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ImageInputError(f"The image is {width}×{height} pixels: too elongated to be a chest radiograph.")
 
 
 def _to_uint8_gray(image: Image.Image) -> np.ndarray:
@@ -259,17 +353,21 @@ def colour_preview(data: bytes, max_side: int) -> np.ndarray | None:
         _, plugins = sniff_format(data)
         if not plugins:  # DICOM: grey by definition here
             return None
+        if plugins == ("TIFF",):
+            check_tiff_header(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(plugins))  # the same content check as prepare()
             _check_pixel_count(image.size)
-            coefficients = _jpeg_coefficient_bytes(image)
+            _check_rle_bmp(image)
+            declared, coefficients = image.size, _jpeg_coefficient_bytes(image)
             image.draft("RGB", (max_side, max_side))
-            _check_decoded_bytes(image, coefficients)
+            _check_decoded_bytes(image, coefficients, declared)
             if image.mode in ("L", "I", "I;16", "F", "1"):
                 return None
-            image = ImageOps.exif_transpose(image).convert("RGB")
+            orientation = exif_orientation(image)
+            image = image.convert("RGB")
             image.thumbnail((max_side, max_side))
-            return np.asarray(image)
+            return orient(np.asarray(image), orientation)
     except (ImageInputError, UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError):
         return None

@@ -156,7 +156,7 @@ def results_rows(items: list[BatchItem], threshold: float, shown_anyway: set[int
     trusts = trusts or {}
     rows = []
     for item in items:
-        row = {"#": item.number, "file": item.name, "result": "", "probability": None, "label": "",
+        row = {"#": item.number, "file": shown_name(item.name), "result": "", "probability": None, "label": "",
                "threshold": threshold, "reliable": "", "trust": "", "gate": "", "message": ""}
         analysis = item.prediction
         if analysis is None:
@@ -196,6 +196,17 @@ def rows_to_csv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
+
+
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+_BIDI_PATTERN = re.compile(f"[{BIDI_CONTROLS}]")
+
+
+def shown_name(name: str) -> str:
+    """A user's file name as it may be shown anywhere (page, table, CSV, reports): each bidirectional control
+    character (embeddings, overrides, isolates, marks), which would reorder the text around it ("x\u202egnp.LAMRON
+    :tluser" shows as "xresult: NORMAL.png"), is replaced by a visible ``[U+202E]``."""
+    return _BIDI_PATTERN.sub(lambda match: f"[U+{ord(match.group()):04X}]", name)
 
 
 def safe_download_name(name: str, suffix: str) -> str:
