@@ -79,7 +79,8 @@ def test_the_map_shown_first_is_the_models_choice_for_the_calls_own_class(app, s
         assert 0.0 <= _probability(app) <= 1.0
         label, first = _call(app), shown_first(shipped_meta)
         assert app.radio(key="cam_which").value == "call" and app.selectbox(key="method").value == first
-        assert any(i.caption == f"{CAM_METHODS[first].label}: evidence for {label.lower()}" for i in app.tabs[0].image)
+        assert app.selectbox(key="method").options[0] == f"{CAM_METHODS[first].label} (shown first)"
+        assert app.radio(key="cam_which").options[0] == f"the call ({label.lower()})"
         assert any("Does the map explain the output?" in s.value for s in list(app.success) + list(app.warning) + list(app.error))
     assert any("Colour scale" in c.value for c in app.caption)
     assert len(app.tabs[0].image) >= 3  # overlay, colour bar, what the network saw
@@ -182,6 +183,7 @@ def test_an_empty_map_is_said_to_be_empty(app):
     _pick_sample(app, 0)
     assert app.button(key="sample_0").proto.icon == ":material/check:"  # the chosen sample: an icon, not an emoji
     assert not app.button(key="sample_1").proto.icon
+    app.radio(key="cam_which").set_value("other").run()  # the normal film's evidence for pneumonia
     app.selectbox(key="method").set_value("gradcam++").run()
     assert not app.exception
     text = _markdown_text(app)
