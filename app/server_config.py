@@ -126,6 +126,24 @@ def release_uploads(file_ids: list[str]) -> None:
         manager.remove_file(ctx.session_id, file_id)
 
 
+def upload_bytes(file) -> bytes:
+    """The bytes of an upload the script was given (``st.file_uploader``'s UploadedFile), as held by the upload
+    manager, and the script's copy closed.
+
+    Streamlit deep-copies a widget's value on every run, so each UploadedFile the script sees owns a second copy of
+    the file (a BytesIO cannot share through ``deepcopy``); kept, that copy doubled what a batch holds (3 × 30 MB
+    held 90 MB twice). The manager's own record is the one copy; the script's copy is freed at once. Outside a
+    script run, the script's copy is returned."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    manager = getattr(ctx, "uploaded_file_mgr", None)  # the one st.file_uploader read this file from
+    records = manager.get_files(ctx.session_id, [file.file_id]) if manager is not None else []
+    data = records[0].data if records and isinstance(records[0].data, bytes) else file.getvalue()
+    file.close()  # frees this run's deep copy (the manager's record, and ``data``, are other objects)
+    return data
+
+
 _refused: dict[str, int] = {}  # session id -> files the upload manager refused since the script last asked
 
 
