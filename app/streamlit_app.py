@@ -35,6 +35,7 @@ from app.server_config import (  # noqa: E402
     release_freed_memory,
     release_uploads,
     return_large_buffers,
+    share_uploads_between_runs,
     upload_bytes,
 )
 from model.admission import AnalysisQueue  # noqa: E402
@@ -78,6 +79,7 @@ keep_uploads_in_memory(st.get_option("server.maxUploadSize"))
 limit_malloc_arenas()
 return_large_buffers()
 limit_session_uploads(MAX_FILES, MAX_BATCH_MB)
+share_uploads_between_runs()
 
 
 @dataclass(frozen=True)
