@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+GATE_HEADLINE = "Outside what this model knows"  # model.ood.HEADLINE: what the page says when the gate flags an image
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -76,6 +77,7 @@ class SoakResult:
     outbound: list[str] = field(default_factory=list)
     model_loads: int = 0
     upload_retries: int = 0  # uploads the browser had to send twice (lost in a rerun), not errors of the app
+    busy_seen: int = 0  # uploads whose page showed the app's "Busy: ... Yours is in line" while waiting
     wall_s: float = 0.0
 
     def summary(self) -> dict:
@@ -85,7 +87,8 @@ class SoakResult:
                 "errors": len(self.errors), "reports": self.reports, "peak_rss_mb": round(self.peak_rss_mb, 1),
                 "end_rss_mb": round(self.end_rss_mb, 1), "p50_s": round(statistics.median(lat), 2) if lat else None,
                 "p95_s": round(p95, 2) if p95 is not None else None, "outbound_calls": len(self.outbound),
-                "model_loads": self.model_loads, "upload_retries": self.upload_retries, "wall_s": round(self.wall_s, 1)}
+                "model_loads": self.model_loads, "upload_retries": self.upload_retries, "busy_seen": self.busy_seen,
+                "wall_s": round(self.wall_s, 1)}
 
 
 def free_port() -> int:
@@ -165,9 +168,16 @@ _IDLE = """() => !document.querySelector('[data-stale="true"]') && !document.que
 _SETTLED = """() => {
   if (document.querySelector('[data-stale="true"]') || document.querySelector('[data-testid="stStatusWidget"]')) return false;
   const text = document.body.innerText;
-  return text.includes('Pneumonia probability') || text.includes('The gate flagged this image')
+  return text.includes('Pneumonia probability') || text.includes(GATE_HEADLINE)
       || !!document.querySelector('[data-testid="stAlertContentError"]');
-}"""
+}""".replace("GATE_HEADLINE", json.dumps(GATE_HEADLINE))
+
+
+async def _watch_for_busy(page) -> bool:
+    """True once the page shows the app's queue message (the server's analysis queue made this visitor wait)."""
+    while not await page.get_by_text("Busy: the server is analysing").count():
+        await asyncio.sleep(0.2)
+    return True
 
 
 async def _wait_for_result(page, name: str, timeout_ms: int) -> str:
@@ -179,7 +189,7 @@ async def _wait_for_result(page, name: str, timeout_ms: int) -> str:
         await probability.first.wait_for(timeout=5_000)
         return "result"
     except Exception:
-        return "withheld" if await page.get_by_text("The gate flagged this image").count() else "refused"
+        return "withheld" if await page.get_by_text(GATE_HEADLINE).count() else "refused"
 
 
 async def _session(browser, url, files, report_every, result: SoakResult, folder: Path, timeout_ms: int):
@@ -196,6 +206,7 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
             await page.wait_for_function(_IDLE, timeout=timeout_ms, polling=100)  # the removal's rerun has ended
             path = folder / name
             path.write_bytes(data)
+            busy = asyncio.create_task(_watch_for_busy(page))
             start = time.perf_counter()
             await page.locator(UPLOAD_INPUT).set_input_files(str(path))
             try:
@@ -204,6 +215,8 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
                 result.upload_retries += 1
                 await page.locator(UPLOAD_INPUT).set_input_files(str(path))
             outcome = await _wait_for_result(page, name, timeout_ms)
+            busy.cancel()
+            result.busy_seen += busy.done() and not busy.cancelled() and busy.result()
             result.latencies_s.append(time.perf_counter() - start)
             result.results += 1
             if await page.locator('[data-testid="stException"]').count():
