@@ -285,6 +285,62 @@ def run_soak(sessions: int = 2, uploads: int = 15, report_every: int = 5, data: 
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _slider_burst(url: str, pid: int, presses: int, interval_s: float, out: dict, folder: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        await page.goto(url)
+        await page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=120_000)
+        sample = sorted((ROOT / "app" / "samples").glob("*.jpeg"))[-1]
+        await page.locator(UPLOAD_INPUT).set_input_files(str(sample))
+        await page.wait_for_function(_SETTLED, timeout=120_000, polling=200)
+        thumb = page.get_by_role("slider").first  # the threshold slider comes first
+        await thumb.focus()
+        cpu_before, start = cpu_seconds(pid), time.perf_counter()
+        for _ in range(presses):  # arrow keys, as a visitor holding one down
+            await page.keyboard.press("ArrowRight")
+            await asyncio.sleep(interval_s)
+        last_key = time.perf_counter()
+        await page.wait_for_function(_SETTLED, timeout=300_000, polling=100)
+        settled = time.perf_counter()
+        out.update(presses=presses, burst_s=round(last_key - start, 1), settled_after_last_key_s=round(settled - last_key, 2),
+                   server_cpu_s=round(cpu_seconds(pid) - cpu_before, 1))
+        click = time.perf_counter()
+        prepare = page.get_by_role("button", name="Prepare report (PDF)")
+        if await prepare.count():  # the app renders a report only when asked (an older app rendered it every run)
+            await prepare.click()
+        async with page.expect_download(timeout=120_000) as download:
+            await page.get_by_role("button", name="Download report (PDF)").click()
+        saved = folder / "report.pdf"
+        await (await download.value).save_as(saved)
+        out.update(pdf_after_burst_s=round(time.perf_counter() - click, 2), pdf_ok=saved.read_bytes().startswith(b"%PDF"))
+        await browser.close()
+
+
+def run_slider_burst(presses: int = 150, interval_s: float = 0.128) -> dict:
+    """One tab: a result, then ``presses`` arrow-key changes of the threshold slider (the issue's 469 in 60 s is one
+    every 128 ms); how long the page takes to settle after the last key, the server's CPU time over the burst, and
+    how long a PDF report then takes."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        process, url = start_server(folder / "server.log")
+        try:
+            asyncio.run(asyncio.wait_for(_slider_burst(url, process.pid, presses, interval_s, out, folder), 600))
+        finally:
+            out["peak_rss_mb"] = round(memory_mb(process.pid)[0], 1)
+            stop_server(process)
+    return out
+
+
 def chromium_missing() -> bool:
     """True (and says so) when Debian's chromium, which every browser benchmark drives, is not installed."""
     if Path(CHROMIUM).exists():
@@ -302,9 +358,17 @@ def main(argv=None) -> int:
     parser.add_argument("--data", help="folder of X-rays to upload (default: generated from the samples)")
     parser.add_argument("--time-limit", type=float, default=3600)
     parser.add_argument("--out", help="also write the summary as JSON here")
+    parser.add_argument("--slider-burst", type=int, metavar="N", help="instead: N arrow-key changes of the threshold "
+                                                                       "slider in one tab, then a PDF report")
     args = parser.parse_args(argv)
     if chromium_missing():
         return 2
+    if args.slider_burst:
+        summary = run_slider_burst(args.slider_burst)
+        print(json.dumps(summary, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+        return 0
     result = run_soak(args.sessions, args.uploads, args.report_every, args.data, args.time_limit)
     summary = result.summary()
     print(json.dumps(summary, indent=1))
