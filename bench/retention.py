@@ -52,7 +52,7 @@ _BUSY = """() => !!document.querySelector('[data-stale="true"]') || !!document.q
     || !!document.querySelector('[data-testid="stFileChipIconSpinner"]')"""
 
 
-async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: dict) -> None:
+async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: dict, closed_tab_s: float = 0) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -84,6 +84,17 @@ async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: di
         alerts = await page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
         out["app_errors"] = [a[:200] for a in alerts[:5]]
         out["exception_shown"] = await page.locator('[data-testid="stException"]').count() > 0
+        if closed_tab_s:  # the visitor closes the tab: how long until the server gives the memory back
+            out["rss_at_close_mb"] = round(memory_mb(pid)[1], 1)
+            await page.close()
+            closed, samples = time.time(), []
+            while time.time() - closed < closed_tab_s:
+                samples.append((round(time.time() - closed), round(memory_mb(pid)[1], 1)))
+                await asyncio.sleep(5)
+            out["rss_after_close_mb"] = samples
+            out["peak_rss_mb"] = round(max(peak, memory_mb(pid)[0]), 1)
+            await browser.close()
+            return
         for delay in (30, 60):  # the tab stays open, as a user would leave it
             while time.time() - start - out["settle_s"] < delay:
                 peak = max(peak, memory_mb(pid)[0])
@@ -93,15 +104,20 @@ async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: di
         await browser.close()
 
 
-def run_big_batch(count: int, file_mb: float, kind: str = "png", timeout_s: float = 180) -> dict:
-    """Fresh server, one tab, one batch; returns what was measured (the server is stopped in any case)."""
+def run_big_batch(count: int, file_mb: float, kind: str = "png", timeout_s: float = 180, closed_tab_s: float = 0,
+                  session_ttl_s: int | None = None) -> dict:
+    """Fresh server, one tab, one batch; returns what was measured (the server is stopped in any case). With
+    ``closed_tab_s`` the tab is closed once the page settles and the server's size is sampled for that long
+    (``session_ttl_s``: the server's ``disconnectedSessionTTL``, 120 s by default)."""
     out = {"files": count, "file_mb": file_mb, "kind": kind, "batch_mb": round(count * file_mb, 1), "errors": []}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_batch(folder, count, file_mb, kind)
-        process, url = start_server(folder / "server.log")
+        extra = ("--server.disconnectedSessionTTL", str(session_ttl_s)) if session_ttl_s is not None else ()
+        process, url = start_server(folder / "server.log", extra)
         try:
-            asyncio.run(asyncio.wait_for(_drive(url, paths, process.pid, timeout_s, out), timeout_s + 120))
+            asyncio.run(asyncio.wait_for(_drive(url, paths, process.pid, timeout_s, out, closed_tab_s),
+                                         timeout_s + closed_tab_s + 120))
         except TimeoutError:
             out["errors"].append("time limit reached")
         finally:
@@ -127,10 +143,14 @@ def main(argv=None) -> int:
     parser.add_argument("--label", default="", help="a note stored with the result")
     parser.add_argument("--time-limit", type=float, default=240)
     parser.add_argument("--out", help="add the result to this JSON list")
+    parser.add_argument("--closed-tab", type=float, default=0, metavar="S",
+                        help="close the tab once settled and sample the server's size for S seconds")
+    parser.add_argument("--session-ttl", type=int, help="the server's disconnectedSessionTTL in seconds (default 120)")
     args = parser.parse_args(argv)
     if chromium_missing():
         return 2
-    result = dict(run_big_batch(args.files, args.file_mb, args.kind, args.time_limit), label=args.label)
+    result = dict(run_big_batch(args.files, args.file_mb, args.kind, args.time_limit, args.closed_tab, args.session_ttl),
+                  label=args.label)
     print(json.dumps(result, indent=1))
     if args.out:
         path = Path(args.out)

@@ -59,7 +59,7 @@ def _audit(event, args):
 sys.addaudithook(_audit)
 from streamlit.web.cli import main
 sys.argv = ["streamlit", "run", "app/streamlit_app.py", "--server.port", "{port}", "--server.address", "127.0.0.1",
-            "--server.headless", "true", "--logger.level", "info"]
+            "--server.headless", "true", "--logger.level", "info", *{extra!r}]
 main()
 """
 
@@ -97,11 +97,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
-    """A real Streamlit server on a free loopback port; returns (process, url) once healthy."""
+def start_server(log_path: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """A real Streamlit server on a free loopback port (``extra``: more ``streamlit run`` options); returns
+    (process, url) once healthy."""
     port = free_port()
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-c", _SERVER.format(port=port, loopback=LOOPBACK)], cwd=ROOT,
+    code = _SERVER.format(port=port, loopback=LOOPBACK, extra=list(extra))
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
