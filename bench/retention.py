@@ -52,23 +52,26 @@ _BUSY = """() => !!document.querySelector('[data-stale="true"]') || !!document.q
     || !!document.querySelector('[data-testid="stFileChipIconSpinner"]')"""
 
 
-async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: dict, closed_tab_s: float = 0) -> None:
+async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: dict, closed_tab_s: float = 0,
+                 tabs: int = 1) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
-        await page.goto(url)
-        await page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=90_000)
-        await page.get_by_text("Upload one or more chest X-rays").first.wait_for(timeout=90_000)
+        pages = [await browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(tabs)]
+        for page in pages:
+            await page.goto(url)
+            await page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=90_000)
+            await page.get_by_text("Upload one or more chest X-rays").first.wait_for(timeout=90_000)
+        page = pages[0]
         await asyncio.sleep(3)
         out["before_hwm_mb"], out["before_rss_mb"] = memory_mb(pid)
         peak, start = out["before_hwm_mb"], time.time()
-        await page.locator(UPLOAD_INPUT).set_input_files(paths)
+        await asyncio.gather(*(tab.locator(UPLOAD_INPUT).set_input_files(paths) for tab in pages))  # the same batch
         quiet_since = None
         while time.time() - start < timeout_s:  # settled: nothing uploading or running for 5 s in a row
             peak = max(peak, memory_mb(pid)[0])
-            busy = await page.evaluate(_BUSY)
+            busy = any([await tab.evaluate(_BUSY) for tab in pages])
             quiet_since = None if busy else (quiet_since or time.time())
             if quiet_since and time.time() - quiet_since >= 5:
                 break
@@ -105,18 +108,20 @@ async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: di
 
 
 def run_big_batch(count: int, file_mb: float, kind: str = "png", timeout_s: float = 180, closed_tab_s: float = 0,
-                  session_ttl_s: int | None = None) -> dict:
+                  session_ttl_s: int | None = None, tabs: int = 1) -> dict:
     """Fresh server, one tab, one batch; returns what was measured (the server is stopped in any case). With
     ``closed_tab_s`` the tab is closed once the page settles and the server's size is sampled for that long
     (``session_ttl_s``: the server's ``disconnectedSessionTTL``, 120 s by default)."""
     out = {"files": count, "file_mb": file_mb, "kind": kind, "batch_mb": round(count * file_mb, 1), "errors": []}
+    if tabs > 1:
+        out["tabs"] = tabs
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_batch(folder, count, file_mb, kind)
         extra = ("--server.disconnectedSessionTTL", str(session_ttl_s)) if session_ttl_s is not None else ()
         process, url = start_server(folder / "server.log", extra)
         try:
-            asyncio.run(asyncio.wait_for(_drive(url, paths, process.pid, timeout_s, out, closed_tab_s),
+            asyncio.run(asyncio.wait_for(_drive(url, paths, process.pid, timeout_s, out, closed_tab_s, tabs),
                                          timeout_s + closed_tab_s + 120))
         except TimeoutError:
             out["errors"].append("time limit reached")
@@ -146,11 +151,12 @@ def main(argv=None) -> int:
     parser.add_argument("--closed-tab", type=float, default=0, metavar="S",
                         help="close the tab once settled and sample the server's size for S seconds")
     parser.add_argument("--session-ttl", type=int, help="the server's disconnectedSessionTTL in seconds (default 120)")
+    parser.add_argument("--tabs", type=int, default=1, help="tabs sending the same batch at once (default 1)")
     args = parser.parse_args(argv)
     if chromium_missing():
         return 2
-    result = dict(run_big_batch(args.files, args.file_mb, args.kind, args.time_limit, args.closed_tab, args.session_ttl),
-                  label=args.label)
+    result = dict(run_big_batch(args.files, args.file_mb, args.kind, args.time_limit, args.closed_tab, args.session_ttl,
+                                args.tabs), label=args.label)
     print(json.dumps(result, indent=1))
     if args.out:
         path = Path(args.out)
