@@ -126,6 +126,45 @@ def release_uploads(file_ids: list[str]) -> None:
         manager.remove_file(ctx.session_id, file_id)
 
 
+def share_uploads_between_runs() -> None:
+    """Make a deep copy of an UploadedFile share its bytes instead of copying them.
+
+    Streamlit deep-copies every widget's value on every run (so a script cannot mutate widget state), and a BytesIO
+    copies its whole buffer when deep-copied: each rerun of a tab holding a 100 MB batch allocated and copied
+    100 MB more, a threshold change included. The copy made here is a new UploadedFile over the same immutable bytes
+    (a BytesIO built from ``bytes`` shares them until written to), so the script still cannot touch the stored one.
+    Idempotent."""
+    from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
+
+    if getattr(UploadedFile, "_shares_bytes", False):
+        return
+
+    def share(self, memo):
+        record = UploadedFileRec(file_id=self.file_id, name=self.name, type=self.type, data=self.getvalue())
+        return UploadedFile(record, self._file_urls)
+
+    UploadedFile.__deepcopy__ = share
+    UploadedFile._shares_bytes = True
+
+
+def upload_bytes(file) -> bytes:
+    """The bytes of an upload the script was given (``st.file_uploader``'s UploadedFile), as held by the upload
+    manager, and the script's copy closed.
+
+    Streamlit deep-copies a widget's value on every run, so each UploadedFile the script sees owned a second copy of
+    the file (a BytesIO cannot share through ``deepcopy`` unless :func:`share_uploads_between_runs` is in effect);
+    kept, that copy doubled what a batch holds (3 × 30 MB held 90 MB twice). The manager's own record is the one
+    copy; the script's copy is closed. Outside a script run, the script's copy is returned."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    manager = getattr(ctx, "uploaded_file_mgr", None)  # the one st.file_uploader read this file from
+    records = manager.get_files(ctx.session_id, [file.file_id]) if manager is not None else []
+    data = records[0].data if records and isinstance(records[0].data, bytes) else file.getvalue()
+    file.close()  # frees this run's deep copy (the manager's record, and ``data``, are other objects)
+    return data
+
+
 _refused: dict[str, int] = {}  # session id -> files the upload manager refused since the script last asked
 
 

@@ -35,6 +35,8 @@ from app.server_config import (  # noqa: E402
     release_freed_memory,
     release_uploads,
     return_large_buffers,
+    share_uploads_between_runs,
+    upload_bytes,
 )
 from model.admission import AnalysisQueue  # noqa: E402
 from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E402
@@ -81,6 +83,7 @@ keep_uploads_in_memory(st.get_option("server.maxUploadSize"))
 limit_malloc_arenas()
 return_large_buffers()
 limit_session_uploads(MAX_FILES, MAX_BATCH_MB)
+share_uploads_between_runs()
 
 
 @dataclass(frozen=True)
@@ -286,7 +289,7 @@ def _within_limits(files) -> list[Upload]:
         if "\0" in file.name:
             st.error(f"File {number} was not analysed: its name contains a null byte. Rename it and upload it again.")
             continue
-        data = file.getvalue()
+        data = upload_bytes(file)  # the upload manager's copy: one copy per upload
         uploads.append(Upload(number, shown_name(file.name), digest_of(file.file_id, data), data, file.file_id))
     live = {f.file_id for f in files}
     digests = st.session_state.get("digests", {})

@@ -52,23 +52,26 @@ _BUSY = """() => !!document.querySelector('[data-stale="true"]') || !!document.q
     || !!document.querySelector('[data-testid="stFileChipIconSpinner"]')"""
 
 
-async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: dict) -> None:
+async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: dict, closed_tab_s: float = 0,
+                 tabs: int = 1) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
-        await page.goto(url)
-        await page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=90_000)
-        await page.get_by_text("Upload one or more chest X-rays").first.wait_for(timeout=90_000)
+        pages = [await browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(tabs)]
+        for page in pages:
+            await page.goto(url)
+            await page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=90_000)
+            await page.get_by_text("Upload one or more chest X-rays").first.wait_for(timeout=90_000)
+        page = pages[0]
         await asyncio.sleep(3)
         out["before_hwm_mb"], out["before_rss_mb"] = memory_mb(pid)
         peak, start = out["before_hwm_mb"], time.time()
-        await page.locator(UPLOAD_INPUT).set_input_files(paths)
+        await asyncio.gather(*(tab.locator(UPLOAD_INPUT).set_input_files(paths) for tab in pages))  # the same batch
         quiet_since = None
         while time.time() - start < timeout_s:  # settled: nothing uploading or running for 5 s in a row
             peak = max(peak, memory_mb(pid)[0])
-            busy = await page.evaluate(_BUSY)
+            busy = any([await tab.evaluate(_BUSY) for tab in pages])
             quiet_since = None if busy else (quiet_since or time.time())
             if quiet_since and time.time() - quiet_since >= 5:
                 break
@@ -84,6 +87,17 @@ async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: di
         alerts = await page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
         out["app_errors"] = [a[:200] for a in alerts[:5]]
         out["exception_shown"] = await page.locator('[data-testid="stException"]').count() > 0
+        if closed_tab_s:  # the visitor closes the tab: how long until the server gives the memory back
+            out["rss_at_close_mb"] = round(memory_mb(pid)[1], 1)
+            await page.close()
+            closed, samples = time.time(), []
+            while time.time() - closed < closed_tab_s:
+                samples.append((round(time.time() - closed), round(memory_mb(pid)[1], 1)))
+                await asyncio.sleep(5)
+            out["rss_after_close_mb"] = samples
+            out["peak_rss_mb"] = round(max(peak, memory_mb(pid)[0]), 1)
+            await browser.close()
+            return
         for delay in (30, 60):  # the tab stays open, as a user would leave it
             while time.time() - start - out["settle_s"] < delay:
                 peak = max(peak, memory_mb(pid)[0])
@@ -93,15 +107,22 @@ async def _drive(url: str, paths: list[str], pid: int, timeout_s: float, out: di
         await browser.close()
 
 
-def run_big_batch(count: int, file_mb: float, kind: str = "png", timeout_s: float = 180) -> dict:
-    """Fresh server, one tab, one batch; returns what was measured (the server is stopped in any case)."""
+def run_big_batch(count: int, file_mb: float, kind: str = "png", timeout_s: float = 180, closed_tab_s: float = 0,
+                  session_ttl_s: int | None = None, tabs: int = 1) -> dict:
+    """Fresh server, one tab, one batch; returns what was measured (the server is stopped in any case). With
+    ``closed_tab_s`` the tab is closed once the page settles and the server's size is sampled for that long
+    (``session_ttl_s``: the server's ``disconnectedSessionTTL``, 120 s by default)."""
     out = {"files": count, "file_mb": file_mb, "kind": kind, "batch_mb": round(count * file_mb, 1), "errors": []}
+    if tabs > 1:
+        out["tabs"] = tabs
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_batch(folder, count, file_mb, kind)
-        process, url = start_server(folder / "server.log")
+        extra = ("--server.disconnectedSessionTTL", str(session_ttl_s)) if session_ttl_s is not None else ()
+        process, url = start_server(folder / "server.log", extra)
         try:
-            asyncio.run(asyncio.wait_for(_drive(url, paths, process.pid, timeout_s, out), timeout_s + 120))
+            asyncio.run(asyncio.wait_for(_drive(url, paths, process.pid, timeout_s, out, closed_tab_s, tabs),
+                                         timeout_s + closed_tab_s + 120))
         except TimeoutError:
             out["errors"].append("time limit reached")
         finally:
@@ -127,10 +148,15 @@ def main(argv=None) -> int:
     parser.add_argument("--label", default="", help="a note stored with the result")
     parser.add_argument("--time-limit", type=float, default=240)
     parser.add_argument("--out", help="add the result to this JSON list")
+    parser.add_argument("--closed-tab", type=float, default=0, metavar="S",
+                        help="close the tab once settled and sample the server's size for S seconds")
+    parser.add_argument("--session-ttl", type=int, help="the server's disconnectedSessionTTL in seconds (default 120)")
+    parser.add_argument("--tabs", type=int, default=1, help="tabs sending the same batch at once (default 1)")
     args = parser.parse_args(argv)
     if chromium_missing():
         return 2
-    result = dict(run_big_batch(args.files, args.file_mb, args.kind, args.time_limit), label=args.label)
+    result = dict(run_big_batch(args.files, args.file_mb, args.kind, args.time_limit, args.closed_tab, args.session_ttl,
+                                args.tabs), label=args.label)
     print(json.dumps(result, indent=1))
     if args.out:
         path = Path(args.out)

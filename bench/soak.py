@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+GATE_HEADLINE = "Outside what this model knows"  # model.ood.HEADLINE: what the page says when the gate flags an image
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -58,7 +59,7 @@ def _audit(event, args):
 sys.addaudithook(_audit)
 from streamlit.web.cli import main
 sys.argv = ["streamlit", "run", "app/streamlit_app.py", "--server.port", "{port}", "--server.address", "127.0.0.1",
-            "--server.headless", "true", "--logger.level", "info"]
+            "--server.headless", "true", "--logger.level", "info", *{extra!r}]
 main()
 """
 
@@ -76,6 +77,7 @@ class SoakResult:
     outbound: list[str] = field(default_factory=list)
     model_loads: int = 0
     upload_retries: int = 0  # uploads the browser had to send twice (lost in a rerun), not errors of the app
+    busy_seen: int = 0  # uploads whose page showed the app's "Busy: ... Yours is in line" while waiting
     wall_s: float = 0.0
 
     def summary(self) -> dict:
@@ -85,7 +87,8 @@ class SoakResult:
                 "errors": len(self.errors), "reports": self.reports, "peak_rss_mb": round(self.peak_rss_mb, 1),
                 "end_rss_mb": round(self.end_rss_mb, 1), "p50_s": round(statistics.median(lat), 2) if lat else None,
                 "p95_s": round(p95, 2) if p95 is not None else None, "outbound_calls": len(self.outbound),
-                "model_loads": self.model_loads, "upload_retries": self.upload_retries, "wall_s": round(self.wall_s, 1)}
+                "model_loads": self.model_loads, "upload_retries": self.upload_retries, "busy_seen": self.busy_seen,
+                "wall_s": round(self.wall_s, 1)}
 
 
 def free_port() -> int:
@@ -94,11 +97,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
-    """A real Streamlit server on a free loopback port; returns (process, url) once healthy."""
+def start_server(log_path: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """A real Streamlit server on a free loopback port (``extra``: more ``streamlit run`` options); returns
+    (process, url) once healthy."""
     port = free_port()
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-c", _SERVER.format(port=port, loopback=LOOPBACK)], cwd=ROOT,
+    code = _SERVER.format(port=port, loopback=LOOPBACK, extra=list(extra))
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -165,9 +170,16 @@ _IDLE = """() => !document.querySelector('[data-stale="true"]') && !document.que
 _SETTLED = """() => {
   if (document.querySelector('[data-stale="true"]') || document.querySelector('[data-testid="stStatusWidget"]')) return false;
   const text = document.body.innerText;
-  return text.includes('Pneumonia probability') || text.includes('The gate flagged this image')
+  return text.includes('Pneumonia probability') || text.includes(GATE_HEADLINE)
       || !!document.querySelector('[data-testid="stAlertContentError"]');
-}"""
+}""".replace("GATE_HEADLINE", json.dumps(GATE_HEADLINE))
+
+
+async def _watch_for_busy(page) -> bool:
+    """True once the page shows the app's queue message (the server's analysis queue made this visitor wait)."""
+    while not await page.get_by_text("Busy: the server is analysing").count():
+        await asyncio.sleep(0.2)
+    return True
 
 
 async def _wait_for_result(page, name: str, timeout_ms: int) -> str:
@@ -179,7 +191,7 @@ async def _wait_for_result(page, name: str, timeout_ms: int) -> str:
         await probability.first.wait_for(timeout=5_000)
         return "result"
     except Exception:
-        return "withheld" if await page.get_by_text("The gate flagged this image").count() else "refused"
+        return "withheld" if await page.get_by_text(GATE_HEADLINE).count() else "refused"
 
 
 async def _session(browser, url, files, report_every, result: SoakResult, folder: Path, timeout_ms: int):
@@ -196,6 +208,7 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
             await page.wait_for_function(_IDLE, timeout=timeout_ms, polling=100)  # the removal's rerun has ended
             path = folder / name
             path.write_bytes(data)
+            busy = asyncio.create_task(_watch_for_busy(page))
             start = time.perf_counter()
             await page.locator(UPLOAD_INPUT).set_input_files(str(path))
             try:
@@ -204,6 +217,8 @@ async def _session(browser, url, files, report_every, result: SoakResult, folder
                 result.upload_retries += 1
                 await page.locator(UPLOAD_INPUT).set_input_files(str(path))
             outcome = await _wait_for_result(page, name, timeout_ms)
+            busy.cancel()
+            result.busy_seen += busy.done() and not busy.cancelled() and busy.result()
             result.latencies_s.append(time.perf_counter() - start)
             result.results += 1
             if await page.locator('[data-testid="stException"]').count():
@@ -272,6 +287,62 @@ def run_soak(sessions: int = 2, uploads: int = 15, report_every: int = 5, data: 
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _slider_burst(url: str, pid: int, presses: int, interval_s: float, out: dict, folder: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        await page.goto(url)
+        await page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=120_000)
+        sample = sorted((ROOT / "app" / "samples").glob("*.jpeg"))[-1]
+        await page.locator(UPLOAD_INPUT).set_input_files(str(sample))
+        await page.wait_for_function(_SETTLED, timeout=120_000, polling=200)
+        thumb = page.get_by_role("slider").first  # the threshold slider comes first
+        await thumb.focus()
+        cpu_before, start = cpu_seconds(pid), time.perf_counter()
+        for _ in range(presses):  # arrow keys, as a visitor holding one down
+            await page.keyboard.press("ArrowRight")
+            await asyncio.sleep(interval_s)
+        last_key = time.perf_counter()
+        await page.wait_for_function(_SETTLED, timeout=300_000, polling=100)
+        settled = time.perf_counter()
+        out.update(presses=presses, burst_s=round(last_key - start, 1), settled_after_last_key_s=round(settled - last_key, 2),
+                   server_cpu_s=round(cpu_seconds(pid) - cpu_before, 1))
+        click = time.perf_counter()
+        prepare = page.get_by_role("button", name="Prepare report (PDF)")
+        if await prepare.count():  # the app renders a report only when asked (an older app rendered it every run)
+            await prepare.click()
+        async with page.expect_download(timeout=120_000) as download:
+            await page.get_by_role("button", name="Download report (PDF)").click()
+        saved = folder / "report.pdf"
+        await (await download.value).save_as(saved)
+        out.update(pdf_after_burst_s=round(time.perf_counter() - click, 2), pdf_ok=saved.read_bytes().startswith(b"%PDF"))
+        await browser.close()
+
+
+def run_slider_burst(presses: int = 150, interval_s: float = 0.128) -> dict:
+    """One tab: a result, then ``presses`` arrow-key changes of the threshold slider (the issue's 469 in 60 s is one
+    every 128 ms); how long the page takes to settle after the last key, the server's CPU time over the burst, and
+    how long a PDF report then takes."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        process, url = start_server(folder / "server.log")
+        try:
+            asyncio.run(asyncio.wait_for(_slider_burst(url, process.pid, presses, interval_s, out, folder), 600))
+        finally:
+            out["peak_rss_mb"] = round(memory_mb(process.pid)[0], 1)
+            stop_server(process)
+    return out
+
+
 def chromium_missing() -> bool:
     """True (and says so) when Debian's chromium, which every browser benchmark drives, is not installed."""
     if Path(CHROMIUM).exists():
@@ -289,9 +360,17 @@ def main(argv=None) -> int:
     parser.add_argument("--data", help="folder of X-rays to upload (default: generated from the samples)")
     parser.add_argument("--time-limit", type=float, default=3600)
     parser.add_argument("--out", help="also write the summary as JSON here")
+    parser.add_argument("--slider-burst", type=int, metavar="N", help="instead: N arrow-key changes of the threshold "
+                                                                       "slider in one tab, then a PDF report")
     args = parser.parse_args(argv)
     if chromium_missing():
         return 2
+    if args.slider_burst:
+        summary = run_slider_burst(args.slider_burst)
+        print(json.dumps(summary, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+        return 0
     result = run_soak(args.sessions, args.uploads, args.report_every, args.data, args.time_limit)
     summary = result.summary()
     print(json.dumps(summary, indent=1))

@@ -373,3 +373,48 @@ def test_threshold_and_opacity_changes_render_no_report_until_one_is_asked_for(s
     assert not [b for b in at.button if b.label == "Prepare report (PDF)"]
     at.slider(key="threshold_slider").set_value(0.4).run()  # a new setting: the old report is not offered
     assert rendered == ["pdf"] and [b for b in at.button if b.label == "Prepare report (PDF)"]
+
+
+def test_an_upload_is_held_once_the_scripts_deep_copy_is_closed(monkeypatch):
+    """Item 7: Streamlit deep-copies the uploader's value on every run, and the app kept that copy's bytes: a 3 × 30 MB
+    batch was held twice (a server settled at 440 MB, now 351 MB). The app takes the upload manager's own bytes."""
+    import copy
+    from types import SimpleNamespace
+
+    import streamlit.runtime.scriptrunner as scriptrunner
+    from streamlit.proto.Common_pb2 import FileURLs
+    from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
+
+    from app.server_config import upload_bytes
+
+    record = UploadedFileRec("f1", "chest.png", "image/png", bytes(range(256)) * 4096)
+    script_copy = copy.deepcopy(UploadedFile(record, FileURLs()))  # what st.file_uploader hands the script (a copy
+    # of the bytes, unless share_uploads_between_runs is in effect)
+    manager = SimpleNamespace(get_files=lambda session, ids: [record] if (session, ids) == ("s1", ["f1"]) else [])
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda: SimpleNamespace(session_id="s1", uploaded_file_mgr=manager))
+    assert upload_bytes(script_copy) is record.data and script_copy.closed
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda: None)  # outside a script run: the copy it was given
+    other = copy.deepcopy(UploadedFile(record, FileURLs()))
+    data = upload_bytes(other)
+    assert data == record.data and other.closed
+
+
+def test_streamlits_per_run_deep_copy_of_an_upload_shares_its_bytes():
+    """Item 7: every rerun deep-copied each held upload (a 100 MB batch: 100 MB more per threshold change)."""
+    import copy
+
+    from streamlit.proto.Common_pb2 import FileURLs
+    from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
+
+    from app.server_config import share_uploads_between_runs
+
+    share_uploads_between_runs()
+    share_uploads_between_runs()  # idempotent
+    record = UploadedFileRec("f1", "chest.png", "image/png", bytes(range(256)) * 4096)
+    stored = UploadedFile(record, FileURLs())
+    [copied] = copy.deepcopy([stored])
+    assert copied is not stored and copied.getvalue() is record.data and copied.name == "chest.png"
+    copied.write(b"changed")  # the script may write to its copy: the stored file and record are untouched
+    copied.close()
+    assert stored.getvalue() is record.data and not stored.closed
+
