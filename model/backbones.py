@@ -29,6 +29,7 @@ class Backbone:
     block_prefixes: tuple[str, ...]  # layer-name prefixes in network order (stem, blocks, head conv)
     features: Callable  # (images tensor in [0,1], weights) -> feature map tensor
     description: str
+    gate_layer: str = "avg_pool"  # whose pooled output the population gate reads (model/ood.py)
 
 
 def _lite0_features(images, weights):
@@ -91,7 +92,8 @@ def get_backbone(name: str) -> Backbone:
 
 def network_layout(backbone: str, input_size: int) -> NetworkLayout:
     """What the forward pass (:mod:`model.forward_pass`) reads: input size, feature, Grad-CAM and logit layers."""
-    return NetworkLayout(input_size, FEATURE_LAYER, get_backbone(backbone).cam_layer, LOGIT_LAYER)
+    spec = get_backbone(backbone)
+    return NetworkLayout(input_size, spec.gate_layer, spec.cam_layer, LOGIT_LAYER)
 
 
 def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None = "imagenet",

@@ -47,7 +47,7 @@ def _pooled_view(model):
         x = model.get_layer(layer).output
         outputs[f"{layer}:mean"] = keras.ops.mean(x, axis=(1, 2))
         outputs[f"{layer}:std"] = keras.ops.std(x, axis=(1, 2))
-    if "logit" in [l.name for l in model.layers]:
+    if "logit" in [layer.name for layer in model.layers]:
         outputs["logit"] = model.get_layer("logit").output[:, 0]
     return keras.Model(model.inputs, outputs)
 
@@ -100,7 +100,7 @@ def extract(models: dict[str, str], data: str, outside: str, out_dir: str, batch
     splits["inverted"] = (inverted_copies(splits["train"][0]), np.zeros(0, np.int32))
     index = {"labels": {k: v[1].tolist() for k, v in splits.items()},
              "external": [{"path": str(i.path), "source": i.source, "kind": i.kind, "age": i.age, "label": i.label,
-                           "group": i.group, "fitted": i.fitted} for i in kept],
+                           "group": i.group} for i in kept],
              "models": {name: {"path": path, "sha256": metas[name].sha256, "version": metas[name].model_version,
                                "temperature": metas[name].calibration.temperature,
                                "default_threshold": metas[name].thresholds.default_value}

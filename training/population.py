@@ -63,7 +63,7 @@ def _wrong(images, probabilities, threshold) -> np.ndarray | None:
 def leave_one_source_out(model_path: str, data: str, outside: str) -> dict:
     """Refit the gate without each source in turn and measure it on that source."""
     model, meta = load_model(model_path)
-    forward = scoring_forward(model)
+    forward = scoring_forward(model, meta.feature_layer)
     split = meta.dataset["split"]
     _, _, (x_train, _), (x_val, _) = _split_and_load(data, 0, split["seed"], split["val_fraction"], meta.preprocessing)
     train_f = forward_all(forward, x_train)[1]
@@ -78,7 +78,7 @@ def leave_one_source_out(model_path: str, data: str, outside: str) -> dict:
     for held in sorted(set(sources)):
         counter: dict[str, list] = {"inverted": [inverted_f]}
         for image, f in zip(kept, feats):
-            if image.source != held and image.fitted:
+            if image.source != held:
                 counter.setdefault(image.kind, []).append(f[None])
         detector = OodDetector(fit_ood(train_f, val_f, outside={k: np.concatenate(v) for k, v in counter.items()}))
         on_held = sources == held

@@ -1,0 +1,135 @@
+"""Compare feature sources for the population gate on the same folds, for two networks, on cached features.
+
+Reads what ``python -m training gate-features`` wrote (``features_{network}.npz``
+and ``index.json``) and, for every candidate layer of each classifier network
+and of the frozen ImageNet Lite0, refits the gate with :func:`model.ood.fit_ood`
+leaving one source of counter-examples out at a time and measures it on that
+source. Silent wrong is always judged with the classifier's own label at its
+default threshold (an ImageNet-feature gate guards v2.3's and v3's answers alike).
+
+The test split is read only when ``with_test`` is set: after the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from model.ood import OodDetector, fit_ood
+from training.feature_sources import CANDIDATE_LAYERS, IMAGENET
+from training.outside import ADULT_AGE
+
+log = logging.getLogger(__name__)
+
+CHEST_REASONS = ("adult_chest", "unfamiliar_chest")  # names that call an image a chest X-ray
+
+
+class Cache:
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        self.index = json.loads((folder / "index.json").read_text())
+        self.networks = {p.stem.removeprefix("features_"): dict(np.load(p)) for p in sorted(folder.glob("features_*.npz"))}
+        self.external = self.index["external"]
+        for row in self.external:  # children under 18 are their own kind (not adults), whatever the cache recorded
+            if row["kind"] != "other_body_part":
+                row["kind"] = "child_chest" if row["age"] is not None and row["age"] < ADULT_AGE else "adult_chest"
+
+    def features(self, network: str, split: str, layer: str, pooling: str = "mean") -> np.ndarray:
+        data = self.networks[network]
+        parts = [data[f"{split}/{layer}:{p}"] for p in pooling.split("+")]
+        return np.concatenate(parts, axis=1).astype(np.float64)
+
+    def probabilities(self, model: str, split: str) -> np.ndarray:
+        info = self.index["models"][model]
+        return 1.0 / (1.0 + np.exp(-self.networks[model][f"{split}/logit"].astype(np.float64) / info["temperature"]))
+
+
+def _fold_rates(reasons, wrong, mask) -> dict:
+    flagged = np.array([r is not None for r in reasons])[mask]
+    out = {"n": int(mask.sum()), "flagged": float(np.mean(flagged)) if mask.any() else None}
+    if wrong is not None and mask.any():
+        out["silent_wrong"] = float(np.mean(wrong[mask] & ~flagged))
+        out["wrong_without_gate"] = float(np.mean(wrong[mask]))
+    names = [r or "accepted" for r, m in zip(reasons, mask) if m]
+    out["reasons"] = {r: names.count(r) for r in sorted(set(names))}
+    return out
+
+
+def leave_one_source_out(cache: Cache, network: str, models, layer: str, pooling: str = "mean", **options) -> list[dict]:
+    """Gate on ``network``'s ``layer`` features, refitted without each source; one row per model whose labels judge
+    silent wrong (``options``: ``adult_odds``, ``quantile`` of :func:`model.ood.fit_ood`)."""
+    f = {split: cache.features(network, split, layer, pooling) for split in ("train", "val", "inverted", "external")}
+    ext = cache.external
+    sources = np.array([r["source"] for r in ext])
+    kinds = np.array([r["kind"] for r in ext])
+    labels = np.array([r["label"] for r in ext])
+    reasons: list = [None] * len(ext)
+    val_flagged = []
+    for held in sorted(set(sources)):
+        fit = sources != held
+        outside = {"inverted": f["inverted"]}
+        for kind in sorted(set(kinds[fit])):
+            outside[kind] = f["external"][fit & (kinds == kind)]
+        detector = OodDetector(fit_ood(f["train"], f["val"], outside=outside, **options))
+        for i, r in zip(np.flatnonzero(~fit), detector.decide(f["external"][~fit])[0]):
+            reasons[i] = r
+        val_flagged.append(float(np.mean([r is not None for r in detector.decide(f["val"])[0]])))
+    reasons_arr = np.array([r or "" for r in reasons])
+    groups = {"adult (NIH adults, Hannover)": kinds == "adult_chest",
+              "NIH adult normal": (kinds == "adult_chest") & (sources == "nih") & (labels == "NORMAL"),
+              "NIH adult pneumonia": (kinds == "adult_chest") & (sources == "nih") & (labels == "PNEUMONIA"),
+              "Hannover": sources == "hannover",
+              "child under 18 (NIH)": kinds == "child_chest",
+              "knee": kinds == "other_body_part"}
+    rows = []
+    for model in models:
+        wrong = (cache.probabilities(model, "external") >= cache.index["models"][model]["default_threshold"]) \
+            != (labels == "PNEUMONIA")
+        rows.append({"network": network, "model": model, "layer": layer, "pooling": pooling,
+                     "validation_flagged_mean": float(np.mean(val_flagged)),
+                     "groups": {g: _fold_rates(reasons, wrong if g != "knee" else None, m) for g, m in groups.items()},
+                     "children_named_adult": int(np.sum(groups["child under 18 (NIH)"] & (reasons_arr == "adult_chest"))),
+                     "knees_named_chest": int(np.sum(groups["knee"] & np.isin(reasons_arr, CHEST_REASONS)))})
+    return rows
+
+
+def summary(row: dict) -> str:
+    g = row["groups"]
+    adult, child = g["adult (NIH adults, Hannover)"], g["child under 18 (NIH)"]
+    return (f"{row['network']:9s} {row['layer']:26s} labels {row['model']:5s} adult flagged {adult['flagged']:.3f} "
+            f"silent {adult['silent_wrong']:.3f} | child flagged {child['flagged']:.3f} silent {child['silent_wrong']:.3f}"
+            f" named adult {row['children_named_adult']} | knees {g['knee']['flagged']:.3f} chest-named "
+            f"{row['knees_named_chest']} | val {row['validation_flagged_mean']:.4f}")
+
+
+def compare(cache_dir: str, models=("v2_3", "v3"), layers=CANDIDATE_LAYERS, pooling: str = "mean", **options) -> list[dict]:
+    """Every candidate layer of each model's own network, and of frozen ImageNet Lite0 (judged with both models'
+    labels)."""
+    cache = Cache(cache_dir)
+    rows = []
+    for layer in layers:
+        for network, judged in [(m, [m]) for m in models] + [(IMAGENET, list(models))]:
+            for row in leave_one_source_out(cache, network, judged, layer, pooling, **options):
+                rows.append(row)
+                log.info("%s", summary(row))
+    return rows
+
+
+def full_gate_flags(cache: Cache, network: str, layer: str, pooling: str = "mean", with_test: bool = False,
+                    **options) -> dict:
+    """The gate fitted on every source (as shipped) over the cached features: flag rate of clean validation and,
+    ``with_test``, of the official test split with its reasons (reporting only)."""
+    f = {split: cache.features(network, split, layer, pooling) for split in ("train", "val", "inverted", "external")}
+    kinds = np.array([r["kind"] for r in cache.external])
+    outside = {"inverted": f["inverted"], **{k: f["external"][kinds == k] for k in sorted(set(kinds))}}
+    detector = OodDetector(fit_ood(f["train"], f["val"], outside=outside, **options))
+    splits = ("val", "test") if with_test else ("val",)
+    out = {}
+    for split in splits:
+        features = f[split] if split in f else cache.features(network, split, layer, pooling)
+        reasons = detector.decide(features)[0]
+        out[split] = _fold_rates(reasons, None, np.ones(len(reasons), bool))
+    return out
