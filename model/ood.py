@@ -245,6 +245,8 @@ class PopulationHead:
         if likely not in CHEST_KINDS:
             return likely
         p = dict(zip(self.classes, probabilities))
+        if self.adult_odds > 0 and "child_chest" not in p:  # never shown another hospital's children: it cannot
+            return "unfamiliar_chest"  # tell their X-rays from adults', so it names no one adult
         children = p[INSIDE] + p.get("child_chest", 0.0)
         return "adult_chest" if p.get("adult_chest", 0.0) >= self.adult_odds * children else "unfamiliar_chest"
 

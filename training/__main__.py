@@ -94,6 +94,8 @@ def _population_report_parser(sub):
     p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
     p.add_argument("--outside", required=True, help="folder of counter-examples (see training/outside.py)")
     p.add_argument("--out", required=True, help="path of the JSON report")
+    p.add_argument("--features", help="cache of 'python -m training gate-features' (e.g. runs/gate): adds the "
+                                      "feature-source comparison (each layer, each model, same folds)")
 
 
 def _gate_features_parser(sub):

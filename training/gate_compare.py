@@ -28,8 +28,11 @@ CHEST_REASONS = ("adult_chest", "unfamiliar_chest")  # names that call an image 
 
 
 class Cache:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, sections: str | Path | None = None):
         folder = Path(folder)
+        self.sections = Path(sections) if sections else None  # fitted gates kept here, reused when asked again
+        if self.sections:
+            self.sections.mkdir(parents=True, exist_ok=True)
         self.index = json.loads((folder / "index.json").read_text())
         self.networks = {p.stem.removeprefix("features_"): dict(np.load(p)) for p in sorted(folder.glob("features_*.npz"))}
         self.external = self.index["external"]
@@ -58,25 +61,43 @@ def _fold_rates(reasons, wrong, mask) -> dict:
     return out
 
 
-def leave_one_source_out(cache: Cache, network: str, models, layer: str, pooling: str = "mean", **options) -> list[dict]:
+def _fitted(cache: Cache, key: str, fit, naming: dict | None) -> dict:
+    """A fitted gate section, from ``cache.sections`` when this fold was fitted before (same features, same rule);
+    ``naming`` (population keys such as ``adult_odds``) then only changes how a flagged image is named."""
+    path = cache.sections / f"{key}.json" if cache.sections else None
+    if path is not None and path.exists():
+        section = json.loads(path.read_text())
+    else:
+        section = fit()
+        if path is not None:
+            path.write_text(json.dumps(section))
+    if naming:
+        section = dict(section, population=dict(section["population"], **naming))
+    return section
+
+
+def leave_one_source_out(cache: Cache, network: str, models, layer: str, pooling: str = "mean",
+                         naming: dict | None = None, **options) -> list[dict]:
     """Gate on ``network``'s ``layer`` features, refitted without each source; one row per model whose labels judge
-    silent wrong (``options``: ``adult_odds``, ``quantile`` of :func:`model.ood.fit_ood`)."""
+    silent wrong (``options``: ``quantile`` of :func:`model.ood.fit_ood`; ``naming``: see :func:`_fitted`)."""
     f = {split: cache.features(network, split, layer, pooling) for split in ("train", "val", "inverted", "external")}
     ext = cache.external
     sources = np.array([r["source"] for r in ext])
     kinds = np.array([r["kind"] for r in ext])
     labels = np.array([r["label"] for r in ext])
     reasons: list = [None] * len(ext)
-    val_flagged = []
+    val_flagged = {}
     for held in sorted(set(sources)):
         fit = sources != held
         outside = {"inverted": f["inverted"]}
         for kind in sorted(set(kinds[fit])):
             outside[kind] = f["external"][fit & (kinds == kind)]
-        detector = OodDetector(fit_ood(f["train"], f["val"], outside=outside, **options))
+        key = "_".join([network, layer, pooling, held] + [f"{k}{v}" for k, v in sorted(options.items())])
+        detector = OodDetector(_fitted(cache, key, lambda o=outside: fit_ood(f["train"], f["val"], outside=o, **options),
+                                       naming))
         for i, r in zip(np.flatnonzero(~fit), detector.decide(f["external"][~fit])[0]):
             reasons[i] = r
-        val_flagged.append(float(np.mean([r is not None for r in detector.decide(f["val"])[0]])))
+        val_flagged[held] = float(np.mean([r is not None for r in detector.decide(f["val"])[0]]))
     reasons_arr = np.array([r or "" for r in reasons])
     groups = {"adult (NIH adults, Hannover)": kinds == "adult_chest",
               "NIH adult normal": (kinds == "adult_chest") & (sources == "nih") & (labels == "NORMAL"),
@@ -89,11 +110,26 @@ def leave_one_source_out(cache: Cache, network: str, models, layer: str, pooling
         wrong = (cache.probabilities(model, "external") >= cache.index["models"][model]["default_threshold"]) \
             != (labels == "PNEUMONIA")
         rows.append({"network": network, "model": model, "layer": layer, "pooling": pooling,
-                     "validation_flagged_mean": float(np.mean(val_flagged)),
+                     "validation_flagged_mean": float(np.mean(list(val_flagged.values()))),
+                     "by_source": _by_source(reasons, wrong, sources, np.array([r["group"] for r in ext]), labels,
+                                             val_flagged),
                      "groups": {g: _fold_rates(reasons, wrong if g != "knee" else None, m) for g, m in groups.items()},
                      "children_named_adult": int(np.sum(groups["child under 18 (NIH)"] & (reasons_arr == "adult_chest"))),
                      "knees_named_chest": int(np.sum(groups["knee"] & np.isin(reasons_arr, CHEST_REASONS)))})
     return rows
+
+
+def _by_source(reasons, wrong, sources, groups, labels, val_flagged) -> dict:
+    """The held-out figures per source and report group (the layout of ``population-report``)."""
+    out = {}
+    for held in sorted(set(sources)):
+        chest = set(labels[sources == held]) <= {"NORMAL", "PNEUMONIA"}
+        judged = wrong if chest else None
+        out[held] = {"all": _fold_rates(reasons, judged, sources == held),
+                     "by_group": {g: _fold_rates(reasons, judged, (sources == held) & (groups == g))
+                                  for g in sorted(set(groups[sources == held]))},
+                     "validation_flagged": val_flagged[held]}
+    return out
 
 
 def summary(row: dict) -> str:
