@@ -37,6 +37,7 @@ MIN_GRAY_STD = 6.0  # uint8 grey levels: below this the image is blank or near-u
 PCA_COMPONENTS = 32
 CLEAN_QUANTILE = 0.9975  # each detector's threshold on clean validation X-rays: together about 0.5 % cautioned
 KIND_QUANTILE = 0.99  # a kind is named only within this quantile of its own fitted examples' feature distance
+CHEST_NAME_QUANTILE = 0.99  # the same for the chest kinds (a stricter one keeps unseen body parts from chest names)
 POPULATION_C = 0.1  # inverse L2 strength of the population head (chosen on leave-one-source-out validation)
 
 NEAR_LIMIT = 0.8  # feature distance ratio above which an accepted image is called close to the gate's limit
@@ -155,14 +156,21 @@ def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: in
                                  else f"{quantile:.3f} quantile of clean validation-split distances")
     if outside:
         population = fit_population(train_features, outside, val_features, quantile)
-        population["kind_distance_limits"] = {  # beyond these, the head's kind is a guess: "unlike any X-ray" instead
-            name: float(np.quantile(distance(outside[name]), KIND_QUANTILE) / section["threshold"])
-            for name in population["classes"][1:]}
+        population["kind_distance_limits"] = kind_distance_limits(  # beyond these, the kind is a guess
+            distance, {name: outside[name] for name in population["classes"][1:]}, section["threshold"])
         population["adult_odds"] = float(adult_odds)
         population["naming_rule"] = (f"a kind is named within the {KIND_QUANTILE} quantile of its own examples' "
                                      f"feature distance; adult only when P(adult) >= {adult_odds:g} x P(any child)")
         section["population"] = population
     return seal(section)
+
+
+def kind_distance_limits(distance, outside: Mapping[str, np.ndarray], threshold: float,
+                         chest_quantile: float = CHEST_NAME_QUANTILE) -> dict:
+    """Kind -> the distance ratio within which the head's kind is named: a quantile of that kind's own fitted
+    examples' feature distance (``chest_quantile`` for the chest kinds). Beyond it: "unlike any X-ray"."""
+    return {name: float(np.quantile(distance(x), chest_quantile if name in CHEST_KINDS else KIND_QUANTILE) / threshold)
+            for name, x in outside.items()}
 
 
 def fit_population(inside: np.ndarray, outside: Mapping[str, np.ndarray], val_features: np.ndarray,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.ood import OodDetector, fit_ood
+from model.ood import ADULT_ODDS, CHEST_NAME_QUANTILE, OodDetector, fit_ood, kind_distance_limits
 from training.feature_sources import CANDIDATE_LAYERS, IMAGENET
 from training.outside import ADULT_AGE
 
@@ -61,9 +61,10 @@ def _fold_rates(reasons, wrong, mask) -> dict:
     return out
 
 
-def _fitted(cache: Cache, key: str, fit, naming: dict | None) -> dict:
+def _fitted(cache: Cache, key: str, fit, naming: dict | None, outside: dict) -> dict:
     """A fitted gate section, from ``cache.sections`` when this fold was fitted before (same features, same rule);
-    ``naming`` (population keys such as ``adult_odds``) then only changes how a flagged image is named."""
+    the naming (kind distance limits under today's constants, and ``naming``: ``adult_odds``, ``chest_quantile``)
+    is redone on the fold's counter-examples, so it follows the code, not the cache."""
     path = cache.sections / f"{key}.json" if cache.sections else None
     if path is not None and path.exists():
         section = json.loads(path.read_text())
@@ -71,9 +72,13 @@ def _fitted(cache: Cache, key: str, fit, naming: dict | None) -> dict:
         section = fit()
         if path is not None:
             path.write_text(json.dumps(section))
-    if naming:
-        section = dict(section, population=dict(section["population"], **naming))
-    return section
+    naming = dict(naming or {})
+    chest_quantile = naming.pop("chest_quantile", CHEST_NAME_QUANTILE)
+    population = dict(section["population"], **{"adult_odds": ADULT_ODDS, **naming})
+    population["kind_distance_limits"] = kind_distance_limits(
+        OodDetector(section).distances, {k: outside[k] for k in population["classes"][1:]}, section["threshold"],
+        chest_quantile)
+    return dict(section, population=population)
 
 
 def leave_one_source_out(cache: Cache, network: str, models, layer: str, pooling: str = "mean",
@@ -94,7 +99,7 @@ def leave_one_source_out(cache: Cache, network: str, models, layer: str, pooling
             outside[kind] = f["external"][fit & (kinds == kind)]
         key = "_".join([network, layer, pooling, held] + [f"{k}{v}" for k, v in sorted(options.items())])
         detector = OodDetector(_fitted(cache, key, lambda o=outside: fit_ood(f["train"], f["val"], outside=o, **options),
-                                       naming))
+                                       naming, outside))
         for i, r in zip(np.flatnonzero(~fit), detector.decide(f["external"][~fit])[0]):
             reasons[i] = r
         val_flagged[held] = float(np.mean([r is not None for r in detector.decide(f["val"])[0]]))
@@ -155,13 +160,15 @@ def compare(cache_dir: str, models=("v2_3", "v3"), layers=CANDIDATE_LAYERS, pool
 
 
 def full_gate_flags(cache: Cache, network: str, layer: str, pooling: str = "mean", with_test: bool = False,
-                    **options) -> dict:
+                    naming: dict | None = None, **options) -> dict:
     """The gate fitted on every source (as shipped) over the cached features: flag rate of clean validation and,
     ``with_test``, of the official test split with its reasons (reporting only)."""
     f = {split: cache.features(network, split, layer, pooling) for split in ("train", "val", "inverted", "external")}
     kinds = np.array([r["kind"] for r in cache.external])
     outside = {"inverted": f["inverted"], **{k: f["external"][kinds == k] for k in sorted(set(kinds))}}
-    detector = OodDetector(fit_ood(f["train"], f["val"], outside=outside, **options))
+    key = "_".join([network, layer, pooling, "all"] + [f"{k}{v}" for k, v in sorted(options.items())])
+    detector = OodDetector(_fitted(cache, key, lambda: fit_ood(f["train"], f["val"], outside=outside, **options),
+                                   naming, outside))
     splits = ("val", "test") if with_test else ("val",)
     out = {}
     for split in splits:
