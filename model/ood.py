@@ -48,7 +48,7 @@ NEAR_LIMIT_WORDS = ("This X-ray passed the check that it looks like the young ch
 INSIDE = "pediatric_chest"
 POPULATION_CLASSES = (INSIDE, "child_chest", "adult_chest", "other_body_part", "inverted")
 CHEST_KINDS = ("child_chest", "adult_chest")  # a chest X-ray, but not of the model's population
-ADULT_ODDS = 1.0  # "adult" only when P(adult) >= ADULT_ODDS x P(any child's chest X-ray); see name_kind
+ADULT_ODDS = 64.0  # "adult" only when P(adult) >= ADULT_ODDS x P(any child's chest X-ray); see name_kind
 DEFAULT_FEATURE_SOURCE = {"layer": "top_activation", "pooling": "mean"}  # gates fitted before the source was named
 
 # Reason code -> what it means, in plain words (the headline of a flagged result). Codes are stable: the CLI prints them.

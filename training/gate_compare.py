@@ -203,7 +203,7 @@ def children_held_out(cache: Cache, network: str, layer: str, folds: int = 5, po
         key = "_".join([network, layer, pooling, f"children{k}of{folds}"] + [f"{a}{b}" for a, b in sorted(options.items())])
         detector = OodDetector(_fitted(cache, key, lambda o=outside: fit_ood(f["train"], f["val"], outside=o, **options),
                                        naming, outside))
-        for r in detector.decide(f["external"][held])[0]:
+        for r in detector.decide(f["external"][held & (kinds == "child_chest")])[0]:
             reasons[r or "accepted"] = reasons.get(r or "accepted", 0) + 1
     return {"n": int(np.sum(kinds == "child_chest")), "patients": len(child_patients), "folds": folds,
             "reasons": reasons}
