@@ -317,6 +317,12 @@ def _population(meta: ModelMetadata, p: dict) -> list[str]:
     for source, r in p["leave_one_source_out"].items():
         lines.append(f"| **{source}: all** | {_rate_cells(r['all'])}")
         lines += [f"| {source}: {group} | {_rate_cells(g)}" for group, g in r["by_group"].items()]
+    children = p.get("children_held_out_by_patient")
+    if children:
+        named = ", ".join(f"{k} {v}" for k, v in sorted(children["reasons"].items(), key=lambda kv: -kv[1]))
+        lines += ["", f"**Children of a hospital the gate knows** (NIH patients under 18 held out by patient, in "
+                      f"{children['folds']} folds, from a gate fitted on everything else): {children['n']} X-rays of "
+                      f"{children['patients']} patients, named: {named}."]
     lines += _feature_sources(p)
     lines += ["", "### The shipped gate, as served (decode, preprocessing, LiteRT, gate: the app's own path)",
               "| images | n | flagged | wrong without the gate | silent wrong | reasons given |", "|---|---|---|---|---|---|"]

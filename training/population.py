@@ -190,6 +190,10 @@ def population_report(model: str, data: str, outside: str, out: str, features: s
         if not shipped:
             raise ValueError(f"{features} has no cached leave-one-source-out run of {layer} for this model")
         report["leave_one_source_out"] = shipped[0]["by_source"]
+        from training.gate_compare import Cache, children_held_out
+
+        report["children_held_out_by_patient"] = children_held_out(
+            Cache(features, Path(features) / "sections"), shipped[0]["network"], layer)
     else:
         report["leave_one_source_out"] = leave_one_source_out(model, data, outside)
     report["shipped_gate"] = shipped_gate(model, data, outside)
