@@ -2,8 +2,8 @@
 
 Prints one JSON object per line: ``file``, ``probability``, ``label``,
 ``threshold``, ``reliable``, ``reason`` (the population gate's reason code:
-``accepted``, ``adult_chest``, ``other_body_part``, ``inverted``, ``features``,
-``colour``, ``blank``), ``trust`` (``no warning``, ``caution``, ``outside``) and
+``accepted``, ``adult_chest``, ``unfamiliar_chest``, ``other_body_part``,
+``inverted``, ``features``, ``colour``, ``blank``), ``trust`` (``no warning``, ``caution``, ``outside``) and
 ``ood`` (the gate's figures).
 An image the gate flags has ``reliable: false`` and a ``warning`` saying why its
 probability means little; a borderline one has ``cautions``. A file that cannot

@@ -354,7 +354,7 @@ def _feature_sources(p: dict) -> list[str]:
         lines.append(f"| {name} | {r['model'].replace('_', '.')} | {_pct(adult['flagged'])} | "
                      f"{_pct(adult['silent_wrong'])} | {_pct(child['flagged'])} | {r['children_named_adult']} | "
                      f"{_pct(knee['flagged'])} | {r['knees_named_chest']} | {_pct(r['validation_flagged_mean'])} | "
-                     f"{_pct(r['whole_gate']['test']['flagged'])} |")
+                     f"{_pct(r['whole_gate']['test']['flagged']) if r.get('whole_gate') else 'not fitted'} |")
     return lines
 
 

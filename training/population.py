@@ -159,7 +159,8 @@ def feature_source_comparison(features: str, layers=None) -> dict:
             if network not in cache.networks or not all((cache.sections / f"{network}_{layer}_mean_{h}.json").exists()
                                                         for h in {r["source"] for r in cache.external}):
                 continue  # not measured (each fold's fit is cached by the comparison run)
-            flags = full_gate_flags(cache, network, layer, with_test=True)
+            whole = cache.sections / f"{network}_{layer}_mean_all.json"
+            flags = full_gate_flags(cache, network, layer, with_test=True) if whole.exists() else None
             for row in leave_one_source_out(cache, network, judged, layer):
                 rows.append(dict(row, whole_gate=flags))
     return {"models": cache.index["models"], "rows": rows}
