@@ -82,14 +82,15 @@ def test_refit_with_counter_examples_writes_a_sealed_population_head(tiny_model,
 ADULTS = sorted(SAMPLES.glob("adult_*.jpeg"))
 
 
-def test_the_shipped_gate_names_adult_chest_xrays_in_the_cli_line(capsys):
+def test_the_shipped_gate_flags_adult_chest_xrays_in_the_cli_line(capsys):
     from model.__main__ import main
 
     assert len(ADULTS) == 2
     assert main(["predict", *map(str, ADULTS)]) == 0
     for line in map(json.loads, capsys.readouterr().out.splitlines()):
-        assert line["reason"] == "adult_chest" and line["trust"] == "outside" and line["reliable"] is False, line
-        assert "children aged 1–5" in line["warning"]
+        # "adult" only with strong evidence; otherwise words that are true of anyone not in the population
+        assert line["reason"] in ("adult_chest", "unfamiliar_chest", "features"), line
+        assert line["trust"] == "outside" and line["reliable"] is False, line
 
 
 def test_an_inverted_xray_is_flagged_or_scored_like_the_original(sample_files):
@@ -114,7 +115,11 @@ def test_the_shipped_samples_of_the_population_pass_the_gate(sample_files):
     from model.service import analyze_bytes
 
     predictor = Predictor.load()
-    assert all(analyze_bytes(predictor, p.read_bytes()).prediction.ood.in_distribution for p in sample_files)
+    verdicts = {p.name: analyze_bytes(predictor, p.read_bytes()).prediction.ood for p in sample_files}
+    # Gate II (issue 28) flags one of the six test-split samples as unlike its training X-rays (1.3 % of the test
+    # split is flagged); said in the README. None is named an adult or another body part.
+    assert sum(v.in_distribution for v in verdicts.values()) >= len(verdicts) - 1, {k: v.reason for k, v in verdicts.items()}
+    assert {v.reason for v in verdicts.values()} <= {None, "unfamiliar_chest"}
 
 
 def test_presets_are_in_threshold_order_and_screening_is_the_most_sensitive_on_test():
@@ -141,7 +146,7 @@ def test_the_app_names_the_mismatch_and_withholds_the_probability():
     at.file_uploader(key="uploads").set_value([(ADULTS[0].name, ADULTS[0].read_bytes(), "image/jpeg")]).run()
     assert not at.exception, at.exception
     shown = " ".join(str(e.value) for e in list(at.warning) + list(at.markdown) + list(at.error))
-    assert "adult chest X-ray" in shown and "children aged 1–5" in shown
+    assert "unlike the X-rays this model was trained on (another hospital, age or machine)" in shown
     assert not any(m.label.startswith("Pneumonia probability") for m in at.metric)  # withheld unless asked
 
 
