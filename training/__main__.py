@@ -96,6 +96,8 @@ def _population_report_parser(sub):
     p.add_argument("--out", required=True, help="path of the JSON report")
     p.add_argument("--features", help="cache of 'python -m training gate-features' (e.g. runs/gate): adds the "
                                       "feature-source comparison (each layer, each model, same folds)")
+    p.add_argument("--layers", nargs="+", help="candidate layers to compare (default: all of "
+                                               "training/feature_sources.py); folds not in the cache are fitted")
 
 
 def _gate_features_parser(sub):

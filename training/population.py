@@ -156,9 +156,8 @@ def feature_source_comparison(features: str, layers=None) -> dict:
     rows = []
     for layer in layers or CANDIDATE_LAYERS:
         for network, judged in [(m, [m]) for m in models] + [(IMAGENET, models)]:
-            if network not in cache.networks or not all((cache.sections / f"{network}_{layer}_mean_{h}.json").exists()
-                                                        for h in {r["source"] for r in cache.external}):
-                continue  # not measured (each fold's fit is cached by the comparison run)
+            if network not in cache.networks:
+                continue  # not extracted
             whole = cache.sections / f"{network}_{layer}_mean_all.json"
             flags = full_gate_flags(cache, network, layer, with_test=True) if whole.exists() else None
             for row in leave_one_source_out(cache, network, judged, layer):
@@ -172,7 +171,8 @@ def _cache_name(features: str, meta) -> list[str]:
     return [name for name, m in index["models"].items() if m["sha256"] == meta.sha256]
 
 
-def population_report(model: str, data: str, outside: str, out: str, features: str | None = None) -> dict:
+def population_report(model: str, data: str, outside: str, out: str, features: str | None = None,
+                      layers: list[str] | None = None) -> dict:
     meta = Predictor.load(model).metadata
     population = (meta.ood or {}).get("population")
     if population is None:
@@ -184,7 +184,7 @@ def population_report(model: str, data: str, outside: str, out: str, features: s
                        "counts": population.get("counts"), "inside": INSIDE},
               "feature_source": meta.ood.get("feature_source")}
     if features:  # the shipped rule on the cached features of this model (the same images, the same pass)
-        report["feature_sources"] = feature_source_comparison(features)
+        report["feature_sources"] = feature_source_comparison(features, layers)
         layer = (meta.ood.get("feature_source") or {}).get("layer")
         shipped = [r for r in report["feature_sources"]["rows"]
                    if r["layer"] == layer and r["network"] == r["model"] and r["model"] in _cache_name(features, meta)]
