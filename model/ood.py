@@ -153,7 +153,7 @@ def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: in
     distance = OodDetector(section).distances  # does not depend on the threshold set next
     section["threshold"] = float(np.quantile(distance(val_features), quantile))
     section["threshold_rule"] = ("largest validation-split distance" if quantile >= 1.0
-                                 else f"{quantile:.3f} quantile of clean validation-split distances")
+                                 else f"{quantile:g} quantile of clean validation-split distances")
     if outside:
         population = fit_population(train_features, outside, val_features, quantile)
         population["kind_distance_limits"] = kind_distance_limits(  # beyond these, the kind is a guess
@@ -197,7 +197,7 @@ def fit_population(inside: np.ndarray, outside: Mapping[str, np.ndarray], val_fe
                "coef": _encode(coef), "intercept": _encode(intercept), "threshold": 1.0}
     scores = PopulationHead(section).outside_probability(val_features)
     section["threshold"] = float(np.quantile(scores, quantile))
-    section["threshold_rule"] = f"{quantile:.3f} quantile of P(not pediatric) over clean validation-split X-rays"
+    section["threshold_rule"] = f"{quantile:g} quantile of P(not pediatric) over clean validation-split X-rays"
     return section
 
 
