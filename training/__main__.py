@@ -108,6 +108,7 @@ def _gate_features_parser(sub):
     p.add_argument("--data", required=True, help="the dataset folder the models were trained on")
     p.add_argument("--outside", required=True, help="folder of counter-examples (see training/outside.py)")
     p.add_argument("--out-dir", required=True, help="folder for features_*.npz and index.json (e.g. runs/gate)")
+    p.add_argument("--only", nargs="+", help="extract just these networks (names given by --model, or imagenet)")
 
 
 def _card_parser(sub):

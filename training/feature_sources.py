@@ -77,9 +77,10 @@ def _split_images(data: str, meta):
     return out
 
 
-def extract(models: dict[str, str], data: str, outside: str, out_dir: str, batch_size: int = 32) -> Path:
+def extract(models: dict[str, str], data: str, outside: str, out_dir: str, batch_size: int = 32,
+            only: list[str] | None = None) -> Path:
     """Write ``out_dir/features_{network}.npz`` (keys ``{split}/{layer}:{mean|std}``, ``{split}/logit``) for every
-    network (name -> model path, plus the frozen ImageNet Lite0) and ``out_dir/index.json`` (labels, the external
+    network (name -> model path, plus the frozen ImageNet Lite0; ``only``: just these) and ``out_dir/index.json`` (labels, the external
     images' source, kind, age, label, group)."""
     import tensorflow as tf
 
@@ -107,6 +108,8 @@ def extract(models: dict[str, str], data: str, outside: str, out_dir: str, batch
                         for name, path in models.items()}}
     (out / "index.json").write_text(json.dumps(index, indent=1))
     for name, network in networks.items():
+        if only and name not in only:
+            continue
         view = _pooled_view(network)
         run = tf.function(lambda x, v=view: v(x, training=False),
                           input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.float32)])
