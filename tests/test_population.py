@@ -44,14 +44,15 @@ def outside_folder(tmp_path_factory) -> Path:
     return root
 
 
-def test_outside_sources_are_listed_by_kind_and_children_are_not_fitted(outside_folder):
+def test_outside_sources_are_listed_by_kind_and_children_are_their_own_kind(outside_folder):
     from training.outside import list_outside
 
     images = list_outside(outside_folder)
     assert len(images) == 22 and {i.source for i in images} == {"adults", "bones"}
     assert {i.kind for i in images if i.source == "bones"} == {"other_body_part"}
-    children = [i for i in images if not i.fitted]
+    children = [i for i in images if i.kind == "child_chest"]
     assert len(children) == 2 and {c.group for c in children} == {"child aged 6-17"}
+    assert all(i.age >= 18 for i in images if i.kind == "adult_chest")
 
 
 def test_refit_with_counter_examples_writes_a_sealed_population_head(tiny_model, tiny_dataset, outside_folder, tmp_path):
@@ -64,8 +65,10 @@ def test_refit_with_counter_examples_writes_a_sealed_population_head(tiny_model,
     copy = tmp_path / tiny_model.name
     meta = refit(copy, str(tiny_dataset), str(outside_folder), version="7")
     population = meta.ood["population"]
-    assert population["classes"] == ["pediatric_chest", "adult_chest", "other_body_part", "inverted"]
+    assert population["classes"] == ["pediatric_chest", "child_chest", "adult_chest", "other_body_part", "inverted"]
     assert population["counts"]["adult_chest"] == 10 and population["counts"]["other_body_part"] == 10
+    assert population["counts"]["child_chest"] == 2  # children of another hospital: never taught as adults
+    assert meta.ood["feature_source"] == {"layer": meta.feature_layer, "pooling": "mean"}
     assert "clean validation" in population["threshold_rule"] and meta.model_version == "7"
     assert read_verified_metadata(copy).ood == meta.ood  # written, sealed, verified
     OodDetector(meta.ood)  # loads for serving
@@ -79,14 +82,15 @@ def test_refit_with_counter_examples_writes_a_sealed_population_head(tiny_model,
 ADULTS = sorted(SAMPLES.glob("adult_*.jpeg"))
 
 
-def test_the_shipped_gate_names_adult_chest_xrays_in_the_cli_line(capsys):
+def test_the_shipped_gate_flags_adult_chest_xrays_in_the_cli_line(capsys):
     from model.__main__ import main
 
     assert len(ADULTS) == 2
     assert main(["predict", *map(str, ADULTS)]) == 0
     for line in map(json.loads, capsys.readouterr().out.splitlines()):
-        assert line["reason"] == "adult_chest" and line["trust"] == "outside" and line["reliable"] is False, line
-        assert "children aged 1–5" in line["warning"]
+        # "adult" only with strong evidence; otherwise words that are true of anyone not in the population
+        assert line["reason"] in ("adult_chest", "unfamiliar_chest", "features"), line
+        assert line["trust"] == "outside" and line["reliable"] is False, line
 
 
 def test_an_inverted_xray_is_flagged_or_scored_like_the_original(sample_files):
@@ -111,7 +115,11 @@ def test_the_shipped_samples_of_the_population_pass_the_gate(sample_files):
     from model.service import analyze_bytes
 
     predictor = Predictor.load()
-    assert all(analyze_bytes(predictor, p.read_bytes()).prediction.ood.in_distribution for p in sample_files)
+    verdicts = {p.name: analyze_bytes(predictor, p.read_bytes()).prediction.ood for p in sample_files}
+    # Gate II (issue 28) flags one of the six test-split samples as unlike its training X-rays (1.3 % of the test
+    # split is flagged); said in the README. None is named an adult or another body part.
+    assert sum(v.in_distribution for v in verdicts.values()) >= len(verdicts) - 1, {k: v.reason for k, v in verdicts.items()}
+    assert {v.reason for v in verdicts.values()} <= {None, "unfamiliar_chest"}
 
 
 def test_presets_are_in_threshold_order_and_screening_is_the_most_sensitive_on_test():
@@ -138,7 +146,7 @@ def test_the_app_names_the_mismatch_and_withholds_the_probability():
     at.file_uploader(key="uploads").set_value([(ADULTS[0].name, ADULTS[0].read_bytes(), "image/jpeg")]).run()
     assert not at.exception, at.exception
     shown = " ".join(str(e.value) for e in list(at.warning) + list(at.markdown) + list(at.error))
-    assert "adult chest X-ray" in shown and "children aged 1–5" in shown
+    assert "unlike the X-rays this model was trained on (another hospital, age or machine)" in shown
     assert not any(m.label.startswith("Pneumonia probability") for m in at.metric)  # withheld unless asked
 
 
@@ -151,3 +159,68 @@ def test_the_model_card_describes_the_shipped_model_and_its_gate():
     assert "## Who this model is for, and what the gate refuses" in card
     for name, value in meta.thresholds.values().items():
         assert f"| {name}" in card and f"{value:.3f}" in card
+
+
+# --- Issue 28: names only where the evidence supports them.
+
+def _variants(path: Path):
+    """A committed child's X-ray as uploaded from elsewhere: as is, darker, lighter, lower contrast, smaller."""
+    import io
+
+    gray = np.asarray(Image.open(path).convert("L"), np.float64) / 255.0
+    small = Image.fromarray((gray * 255).astype(np.uint8)).resize((gray.shape[1] // 3, gray.shape[0] // 3))
+    for pixels in (gray, gray ** 1.6, gray ** 0.6, 0.25 + 0.5 * gray, np.asarray(small, np.float64) / 255.0):
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels * 255, 0, 255).astype(np.uint8)).save(buffer, "PNG")
+        yield buffer.getvalue()
+
+
+def test_a_childs_xray_from_the_samples_is_never_named_an_adult(sample_files):
+    from model.predictor import Predictor
+    from model.service import analyze_bytes
+
+    predictor = Predictor.load()
+    for path in sample_files:
+        for blob in _variants(path):
+            verdict = analyze_bytes(predictor, blob).prediction.ood
+            assert "adult_chest" not in verdict.reasons, (path.name, verdict.to_dict())
+
+
+def test_a_generated_non_chest_image_is_never_named_a_chest_xray():
+    from model.ood import CHEST_KINDS
+    from model.predictor import Predictor
+    from training.ood_eval import non_xray_corpus, served_prediction
+
+    predictor = Predictor.load()
+    chest_names = {*CHEST_KINDS, "unfamiliar_chest"}
+    rng = np.random.default_rng(3)
+    bones = []  # a long bright bone on soft tissue: an X-ray of no chest
+    for _ in range(5):
+        image = rng.normal(50, 10, (300, 240))
+        image[:, 90:150] += 150
+        bones.append(("bone", _png(np.clip(image, 0, 255).astype(np.uint8))))
+    for name, blob in non_xray_corpus()[::3] + bones:
+        prediction = served_prediction(predictor, blob)
+        if prediction is None:  # unreadable: never diagnosed
+            continue
+        assert not prediction.ood.in_distribution, name
+        assert not chest_names & set(prediction.ood.reasons), (name, prediction.ood.to_dict())
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_shipped_gate_names_its_feature_source():
+    from model.artifact import SHIPPED_MODEL, read_verified_metadata
+    from model.predictor import Predictor
+
+    meta = read_verified_metadata(SHIPPED_MODEL)
+    source = meta.ood["feature_source"]
+    assert source == {"layer": meta.feature_layer, "pooling": "mean"}
+    assert Predictor.load().ood.feature_source == source
+    assert "child_chest" in meta.ood["population"]["classes"]

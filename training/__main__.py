@@ -101,6 +101,21 @@ def _population_report_parser(sub):
     p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
     p.add_argument("--outside", required=True, help="folder of counter-examples (see training/outside.py)")
     p.add_argument("--out", required=True, help="path of the JSON report")
+    p.add_argument("--features", help="cache of 'python -m training gate-features' (e.g. runs/gate): adds the "
+                                      "feature-source comparison (each layer, each model, same folds)")
+    p.add_argument("--layers", nargs="+", help="candidate layers to compare (default: all of "
+                                               "training/feature_sources.py); folds not in the cache are fitted")
+
+
+def _gate_features_parser(sub):
+    p = sub.add_parser("gate-features", help="cache the candidate feature sources of the population gate (pooled "
+                                             "outputs of several layers of each model and of frozen ImageNet Lite0)")
+    p.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+                   help="a network to extract from, e.g. v3=model/shipped/pneumonia_efficientnet_lite0.keras; repeat")
+    p.add_argument("--data", required=True, help="the dataset folder the models were trained on")
+    p.add_argument("--outside", required=True, help="folder of counter-examples (see training/outside.py)")
+    p.add_argument("--out-dir", required=True, help="folder for features_*.npz and index.json (e.g. runs/gate)")
+    p.add_argument("--only", nargs="+", help="extract just these networks (names given by --model, or imagenet)")
 
 
 def _card_parser(sub):
@@ -190,6 +205,13 @@ def _run_population_report(args):
     population_report(**args)
 
 
+def _run_gate_features(args):
+    from training.feature_sources import extract
+
+    models = dict(item.split("=", 1) for item in args.pop("model"))
+    extract(models, **args)
+
+
 def _run_ood_report(args):
     from training.ood_eval import evaluate_ood
 
@@ -218,6 +240,7 @@ COMMANDS = {
     "evaluate": (_evaluate_parser, _run_evaluate),
     "agreement": (_agreement_parser, _run_agreement),
     "ood-report": (_ood_report_parser, _run_ood_report),
+    "gate-features": (_gate_features_parser, _run_gate_features),
     "population-report": (_population_report_parser, _run_population_report),
     "split-probe": (_split_probe_parser, _run_split_probe),
     "card": (_card_parser, _run_card),

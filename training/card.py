@@ -319,6 +319,13 @@ def _population(meta: ModelMetadata, p: dict) -> list[str]:
     for source, r in p["leave_one_source_out"].items():
         lines.append(f"| **{source}: all** | {_rate_cells(r['all'])}")
         lines += [f"| {source}: {group} | {_rate_cells(g)}" for group, g in r["by_group"].items()]
+    children = p.get("children_held_out_by_patient")
+    if children:
+        named = ", ".join(f"{k} {v}" for k, v in sorted(children["reasons"].items(), key=lambda kv: -kv[1]))
+        lines += ["", f"**Children of a hospital the gate knows** (NIH patients under 18 held out by patient, in "
+                      f"{children['folds']} folds, from a gate fitted on everything else): {children['n']} X-rays of "
+                      f"{children['patients']} patients, named: {named}."]
+    lines += _feature_sources(p)
     lines += ["", "### The shipped gate, as served (decode, preprocessing, LiteRT, gate: the app's own path)",
               "| images | n | flagged | wrong without the gate | silent wrong | reasons given |", "|---|---|---|---|---|---|"]
     lines += [f"| {kind} | {_rate_cells(r)}" for kind, r in p["shipped_gate"].items()]
@@ -375,6 +382,34 @@ def _explanations(meta: ModelMetadata, bench: dict | None) -> list[str]:
                   f"the same area by {-corners['PNEUMONIA']['beyond_random_mean']:+.2f} log-odds on pneumonia calls and "
                   f"{-corners['NORMAL']['beyond_random_mean']:+.2f} on normal ones (negative: the evidence falls); the corners "
                   f"alone \"support\" {corners['PNEUMONIA']['supports']} of {corners['PNEUMONIA']['n']} pneumonia calls."]
+    return lines
+
+
+def _feature_sources(p: dict) -> list[str]:
+    """Issue 28's table: each candidate layer's gate, same folds, for each model (network's own or ImageNet's)."""
+    comparison = p.get("feature_sources")
+    if not comparison:
+        return []
+    shipped = (p.get("feature_source") or {}).get("layer")
+    lines = ["", "### Which features the gate reads: each candidate on the same folds, for v2.3 and v3",
+             f"The gate's rule refitted on the global-average pooled output of each layer (shipped: `{shipped}` of "
+             "the model's own network), leave one source out; *own* = the classifier's own network, *ImageNet* = the "
+             "frozen ImageNet Lite0 both started from (the same features for both models; silent wrong judged with "
+             "each model's labels). Adults = NIH adults and Hannover held out; children = NIH under 18 held out with "
+             "NIH. Test = the gate fitted on every source, flagged share of the official test split (reported after "
+             "the choice, never used for it).", "",
+             "| features | labels | adults flagged | adults silent wrong | children flagged | children named adult "
+             "| knees flagged | knees named chest | validation flagged | test flagged |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in comparison["rows"]:
+        g = r["groups"]
+        adult, child, knee = g["adult (NIH adults, Hannover)"], g["child under 18 (NIH)"], g["knee"]
+        own = "ImageNet" if r["network"] == "imagenet" else "own"
+        name = f"**{r['layer']}, {own}**" if r["layer"] == shipped and own == "own" else f"{r['layer']}, {own}"
+        lines.append(f"| {name} | {r['model'].replace('_', '.')} | {_pct(adult['flagged'])} | "
+                     f"{_pct(adult['silent_wrong'])} | {_pct(child['flagged'])} | {r['children_named_adult']} | "
+                     f"{_pct(knee['flagged'])} | {r['knees_named_chest']} | {_pct(r['validation_flagged_mean'])} | "
+                     f"{_pct(r['whole_gate']['test']['flagged']) if r.get('whole_gate') else 'not fitted'} |")
     return lines
 
 

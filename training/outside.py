@@ -4,9 +4,9 @@ Layout (``../shared/data/external`` is one): ``OUTSIDE/SOURCE/metadata.csv``, on
 row per image, with a ``file`` column relative to that CSV's folder. A source
 whose CSV has a ``body_part`` column holds X-rays of another body part; any
 other source holds chest X-rays of people outside the population. Rows with a
-``patient_age`` under ``ADULT_AGE`` are kept out of the fit: older children are
-not the model's population either, but they are not adults, so they are
-measured (``population-report``), not taught as "adult".
+``patient_age`` under ``ADULT_AGE`` are children of another hospital: not the
+model's population, and not adults either, so they are taught as their own kind
+(``child_chest``), never as "adult".
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ INVERTED_PER_FIT = 1500  # inverted copies of training X-rays taught as "inverte
 class OutsideImage:
     path: Path
     source: str  # the SOURCE folder: leave-one-source-out validation holds these out one at a time
-    kind: str  # "adult_chest" or "other_body_part" (model.ood.POPULATION_CLASSES)
+    kind: str  # "adult_chest", "child_chest" or "other_body_part" (model.ood.POPULATION_CLASSES)
     age: float | None  # years, when the source records it
     label: str  # the source's own finding (NORMAL, PNEUMONIA, ...) or the body part
 
@@ -43,10 +43,6 @@ class OutsideImage:
             return "child aged 6-17" if self.age >= 6 else "child under 6"
         return f"adult {self.label.lower()}"
 
-    @property
-    def fitted(self) -> bool:
-        return self.kind == "other_body_part" or self.age is None or self.age >= ADULT_AGE
-
 
 def list_outside(root: str | Path) -> list[OutsideImage]:
     """Every image listed by ``root/*/metadata.csv``, sorted (reproducible)."""
@@ -56,8 +52,11 @@ def list_outside(root: str | Path) -> list[OutsideImage]:
         with open(table, newline="") as f:
             for row in csv.DictReader(f):
                 body_part = row.get("body_part")
-                kind = "other_body_part" if body_part and body_part.lower() != "chest" else "adult_chest"
                 age = float(row["patient_age"]) if row.get("patient_age") else None
+                if body_part and body_part.lower() != "chest":
+                    kind = "other_body_part"
+                else:
+                    kind = "child_chest" if age is not None and age < ADULT_AGE else "adult_chest"
                 images.append(OutsideImage(table.parent / row["file"], source, kind, age,
                                            body_part or row.get("label") or "unlabelled"))
     if not images:
@@ -79,11 +78,11 @@ def load_outside(images: list[OutsideImage], config: PreprocessConfig) -> tuple[
 
 
 def counter_examples(root: str | Path | None, config: PreprocessConfig) -> dict[str, np.ndarray] | None:
-    """Population class -> images to fit the gate with: every fitted image of ``root`` by kind; None without a
+    """Population class -> images to fit the gate with: every image of ``root`` by kind; None without a
     folder (the gate is then the feature distance alone)."""
     if not root:
         return None
-    images, kept = load_outside([i for i in list_outside(root) if i.fitted], config)
+    images, kept = load_outside(list_outside(root), config)
     kinds = np.array([i.kind for i in kept])
     log.info("counter-examples from %s: %s", root, {k: int(np.sum(kinds == k)) for k in sorted(set(kinds))})
     return {kind: images[kinds == kind] for kind in sorted(set(kinds))}

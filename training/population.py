@@ -63,7 +63,7 @@ def _wrong(images, probabilities, threshold) -> np.ndarray | None:
 def leave_one_source_out(model_path: str, data: str, outside: str) -> dict:
     """Refit the gate without each source in turn and measure it on that source."""
     model, meta = load_model(model_path)
-    forward = scoring_forward(model)
+    forward = scoring_forward(model, meta.feature_layer)
     split = meta.dataset["split"]
     _, _, (x_train, _), (x_val, _) = _split_and_load(data, 0, split["seed"], split["val_fraction"], meta.preprocessing)
     train_f = forward_all(forward, x_train)[1]
@@ -78,7 +78,7 @@ def leave_one_source_out(model_path: str, data: str, outside: str) -> dict:
     for held in sorted(set(sources)):
         counter: dict[str, list] = {"inverted": [inverted_f]}
         for image, f in zip(kept, feats):
-            if image.source != held and image.fitted:
+            if image.source != held:
                 counter.setdefault(image.kind, []).append(f[None])
         detector = OodDetector(fit_ood(train_f, val_f, outside={k: np.concatenate(v) for k, v in counter.items()}))
         on_held = sources == held
@@ -143,7 +143,36 @@ def shipped_gate(model_path: str, data: str, outside: str) -> dict:
     return report
 
 
-def population_report(model: str, data: str, outside: str, out: str) -> dict:
+def feature_source_comparison(features: str, layers=None) -> dict:
+    """Issue 28's comparison from the cache of ``python -m training gate-features``: every candidate layer of each
+    classifier network and of frozen ImageNet Lite0, leave one source out (fitted gates reused from
+    ``FEATURES/sections``), and the whole-data gate's flag rate on clean validation and on the official test split
+    (reporting only: the choice was made on the folds)."""
+    from training.feature_sources import CANDIDATE_LAYERS, IMAGENET
+    from training.gate_compare import Cache, full_gate_flags, leave_one_source_out
+
+    cache = Cache(features, Path(features) / "sections")
+    models = [m for m in cache.index["models"] if m in cache.networks]
+    rows = []
+    for layer in layers or CANDIDATE_LAYERS:
+        for network, judged in [(m, [m]) for m in models] + [(IMAGENET, models)]:
+            if network not in cache.networks:
+                continue  # not extracted
+            whole = cache.sections / f"{network}_{layer}_mean_all.json"
+            flags = full_gate_flags(cache, network, layer, with_test=True) if whole.exists() else None
+            for row in leave_one_source_out(cache, network, judged, layer):
+                rows.append(dict(row, whole_gate=flags))
+    return {"models": cache.index["models"], "rows": rows}
+
+
+def _cache_name(features: str, meta) -> list[str]:
+    """The cache's name(s) for this model's network (matched by the .keras checksum)."""
+    index = json.loads((Path(features) / "index.json").read_text())
+    return [name for name, m in index["models"].items() if m["sha256"] == meta.sha256]
+
+
+def population_report(model: str, data: str, outside: str, out: str, features: str | None = None,
+                      layers: list[str] | None = None) -> dict:
     meta = Predictor.load(model).metadata
     population = (meta.ood or {}).get("population")
     if population is None:
@@ -153,8 +182,22 @@ def population_report(model: str, data: str, outside: str, out: str) -> dict:
               "rule": {"distance": meta.ood.get("threshold_rule"), "population": population.get("threshold_rule"),
                        "method": population.get("method"), "classes": population.get("classes"),
                        "counts": population.get("counts"), "inside": INSIDE},
-              "leave_one_source_out": leave_one_source_out(model, data, outside),
-              "shipped_gate": shipped_gate(model, data, outside)}
+              "feature_source": meta.ood.get("feature_source")}
+    if features:  # the shipped rule on the cached features of this model (the same images, the same pass)
+        report["feature_sources"] = feature_source_comparison(features, layers)
+        layer = (meta.ood.get("feature_source") or {}).get("layer")
+        shipped = [r for r in report["feature_sources"]["rows"]
+                   if r["layer"] == layer and r["network"] == r["model"] and r["model"] in _cache_name(features, meta)]
+        if not shipped:
+            raise ValueError(f"{features} has no cached leave-one-source-out run of {layer} for this model")
+        report["leave_one_source_out"] = shipped[0]["by_source"]
+        from training.gate_compare import Cache, children_held_out
+
+        report["children_held_out_by_patient"] = children_held_out(
+            Cache(features, Path(features) / "sections"), shipped[0]["network"], layer)
+    else:
+        report["leave_one_source_out"] = leave_one_source_out(model, data, outside)
+    report["shipped_gate"] = shipped_gate(model, data, outside)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -83,7 +83,11 @@ python -m training evaluate --model runs/scratch/pneumonia_efficientnet_lite0.ke
 python -m training evaluate --model "$model" --data "$data" --split test --out "$reports/test.json" --record
 python -m training agreement --selection "$reports/selection.json" --data "$data" --out "$reports/agreement.json"
 python -m training ood-report --model "$model" --data "$data" --split test --out "$reports/ood.json"
-python -m training population-report --model "$model" --data "$data" --outside "$outside" --out "$reports/population.json"
+# Population gate II (issue 28): every candidate layer's features of v3, v2.3 and frozen ImageNet Lite0, once.
+python -m training gate-features --model v3="$model" --model v2_3=runs/v2_3/pneumonia_efficientnet_lite0.keras \
+    --data "$data" --outside "$outside" --out-dir runs/gate
+python -m training population-report --model "$model" --data "$data" --outside "$outside" --features runs/gate \
+    --layers block4_add block7_add block10_add block14_add top_activation --out "$reports/population.json"
 # The heatmaps on test, to report (the map shown first was chosen on validation by select/refit, recorded in the
 # metadata; `python -m training explanations --model M --data D` redoes only that): v3 and v2.3's Grad-CAM.
 python -m bench faithfulness --data "$data/test" --n 60 --model "$model" \

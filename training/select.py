@@ -177,7 +177,8 @@ def _write_soup(soup, metas, members, network, arrays, out: Path, version: str, 
     first = metas[0]
     model_path = out / f"pneumonia_{first.backbone}.keras"
     soup.save(model_path)
-    fitted = fit_on_validation(scoring_forward(soup), x_train, x_val, y_val, outside, keras_forward(soup, network))
+    fitted = fit_on_validation(scoring_forward(soup, network.feature_layer), x_train, x_val, y_val, outside,
+                               keras_forward(soup, network), network.feature_layer)
     export_litert(soup, network, litert_path(model_path), float16=True)
     histories = {Path(p).parent.name: json.loads(history_path(p).read_text()) for p in members if history_path(p).exists()}
     history_path(model_path).write_text(json.dumps(histories, indent=1))

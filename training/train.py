@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from model.artifact import CLASS_NAMES, ModelMetadata, history_path, litert_entry, litert_path, save_metadata
-from model.backbones import build_classifier, network_layout, set_trainable_blocks
+from model.backbones import FEATURE_LAYER, build_classifier, network_layout, set_trainable_blocks
 from model.explain import fit_cam_scale
 from model.forward_pass import export_litert, keras_forward, run_in_batches
 from model.ood import fit_ood
@@ -302,7 +302,8 @@ def write_artifact(model, model_path: Path, config: TrainConfig, preprocess: Pre
     (uncompiled), its LiteRT export and the metadata that describes both."""
     x_train, x_val, y_val = arrays
     network = network_layout(config.backbone, config.input_size)
-    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside, keras_forward(model, network))
+    fitted = fit_on_validation(scoring_forward(model, network.feature_layer), x_train, x_val, y_val, outside,
+                               keras_forward(model, network), network.feature_layer)
     _save_clean(model, config, model_path)
     export_litert(model, network, litert_path(model_path))
     save_metadata(model_path, {
@@ -349,7 +350,8 @@ def refit_explanation(model_path: str | Path, data: str) -> ModelMetadata:
     return record_explanation(model_path, model, x_val, y_val)
 
 
-def fit_on_validation(forward, x_train, x_val, y_val, outside: dict | None = None, cam_forward=None) -> dict:
+def fit_on_validation(forward, x_train, x_val, y_val, outside: dict | None = None, cam_forward=None,
+                      feature_layer: str | None = None) -> dict:
     """Everything chosen after training, on data carved from train/ only: temperature, thresholds and
     operating points on the shift-stress rendering of the validation split (:mod:`training.stress`),
     the population gate on clean training and validation features (with ``outside``, population class ->
@@ -365,7 +367,8 @@ def fit_on_validation(forward, x_train, x_val, y_val, outside: dict | None = Non
         outside = dict(outside, inverted=inverted_copies(x_train))
         outside_features = {kind: forward_all(forward, images)[1] for kind, images in outside.items() if len(images)}
     fitted = dict(calibrate_and_threshold(val_logits, y_val, stress_logits, y_stress),
-                  ood=fit_ood(train_features, val_features, outside=outside_features))
+                  ood=fit_ood(train_features, val_features, outside=outside_features,
+                              feature_source={"layer": feature_layer or FEATURE_LAYER, "pooling": "mean"}))
     if cam_forward is not None:
         labels = np.asarray(y_val).ravel()
         fitted["cam_scale"] = fit_cam_scale(cam_forward, {name: x_val[labels == index] for index, name in enumerate(CLASS_NAMES)})
@@ -403,7 +406,9 @@ def refit(model_path: str | Path, data: str, outside: str | None = None, version
     """Redo :func:`fit_on_validation` for an existing model on its own split; rewrite its metadata.
 
     The ``.keras`` file is untouched, so its checksum stays valid. Test metrics
-    recorded earlier are dropped: they belonged to the old thresholds.
+    recorded earlier are dropped: they belonged to the old thresholds. When the
+    backbone's gate layer (:func:`model.backbones.network_layout`) differs from the
+    model's recorded ``feature_layer``, the LiteRT pass is re-exported to serve it.
     """
     from model.artifact import load_model
 
@@ -414,28 +419,40 @@ def refit(model_path: str | Path, data: str, outside: str | None = None, version
     if data_lib.fingerprint(val_examples)["names_sha256"] != meta.dataset["validation"]["names_sha256"]:
         raise ValueError("the data folder does not reproduce this model's validation split")
     counter = counter_examples(outside, meta.preprocessing)
-    return refit_loaded(model_path, model, meta.replace(model_version=version or meta.model_version),
-                        (x_train, x_val, y_val), counter)
+    meta = meta.replace(model_version=version or meta.model_version)
+    gate_layer = network_layout(meta.backbone, meta.input_size).feature_layer
+    if gate_layer != meta.feature_layer:  # the gate reads another layer now: the served pass must output it
+        log.info("population gate source %s -> %s: re-exporting the LiteRT pass", meta.feature_layer, gate_layer)
+        meta = meta.replace(feature_layer=gate_layer)
+        export_litert(model, meta.network, litert_path(model_path))
+        meta = meta.replace(runtime=litert_entry(model_path))
+    return refit_loaded(model_path, model, meta, (x_train, x_val, y_val), counter)
 
 
 def refit_loaded(model_path: str | Path, model, meta: ModelMetadata, arrays, outside: dict | None = None) -> ModelMetadata:
     """:func:`refit` on images already in memory (its own split's train and validation arrays)."""
     x_train, x_val, y_val = arrays
-    fitted = fit_on_validation(scoring_forward(model), x_train, x_val, y_val, outside, keras_forward(model, meta.network))
+    fitted = fit_on_validation(scoring_forward(model, meta.feature_layer), x_train, x_val, y_val, outside,
+                               keras_forward(model, meta.network), meta.feature_layer)
     save_metadata(model_path, dict(meta.to_dict(), **fitted))
     log.info("refitted calibration, thresholds, population gate and heatmap scale of %s", model_path)
     return record_explanation(model_path, model, x_val, y_val)
 
 
-def scoring_forward(model):
-    """images -> (logits, pooled features) without the Grad-CAM gradients: half the work, for scoring thousands
-    of images during fitting and selection (the served pass, :func:`model.forward_pass.keras_forward`, has them)."""
+def scoring_forward(model, feature_layer: str | None = None):
+    """images -> (logits, the gate's features) without the Grad-CAM gradients: half the work, for scoring thousands
+    of images during fitting and selection (the served pass, :func:`model.forward_pass.keras_forward`, has them).
+    ``feature_layer`` (default: the head's pooled input; fitting a gate passes the network layout's) is
+    average-pooled when it is a feature map, as in the served pass."""
     import keras
     import tensorflow as tf
 
-    from model.backbones import FEATURE_LAYER, LOGIT_LAYER
+    from model.backbones import LOGIT_LAYER
 
-    view = keras.Model(model.inputs, [model.get_layer(LOGIT_LAYER).output, model.get_layer(FEATURE_LAYER).output])
+    features = model.get_layer(feature_layer or FEATURE_LAYER).output
+    if len(features.shape) == 4:
+        features = keras.ops.mean(features, axis=(1, 2))
+    view = keras.Model(model.inputs, [model.get_layer(LOGIT_LAYER).output, features])
     size = model.input_shape[1]
     function = tf.function(lambda x: view(x, training=False), input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
 
