@@ -75,7 +75,8 @@ def rank_correlation(original: np.ndarray, changed: np.ndarray, grid: int = 224 
     a, b = (_cells(m, grid) for m in (original, changed))
     if a.std() == 0 or b.std() == 0:
         return 0.0
-    return float(abs(spearmanr(a, b).statistic))
+    value = float(spearmanr(a, b).statistic)
+    return 0.0 if np.isnan(value) else abs(value)  # nan: ranks all tied (a map constant up to rounding)
 
 
 def _cells(heatmap: np.ndarray, grid: int) -> np.ndarray:

@@ -366,11 +366,13 @@ def _explanations(meta: ModelMetadata, bench: dict | None) -> list[str]:
     result = models.get("shipped") or models.get(f"model/shipped/{meta.model_file}")
     if result and result.get("shown_first") == first:
         lines += ["", f"**On the official test split** ({bench['n_per_class']} X-rays of each class, after the choice, "
-                  "`python -m bench faithfulness`; times are map + check on this project's 2-core machine):", "",
+                  "`python -m bench faithfulness`; times are map + check on this project's 2-core machine, median of the first five "
+                  "X-rays of each class, in whatever load the run shared the cores with: `python -m bench` measures the "
+                  "visitor's wait alone):", "",
                   "| map | supports, normal | supports, pneumonia | sanity: head / + top block / + block below | map + check |",
                   "|---|---|---|---|---|"]
         for method, per in result["supports"].items():
-            sanity = " / ".join(f"{v:.2f}" for v in result.get("sanity", {}).get(method, {}).values()) or "–"
+            sanity = " / ".join("–" if v != v else f"{v:.2f}" for v in result.get("sanity", {}).get(method, {}).values()) or "–"
             lines.append(f"| {CAM_METHODS[method].label} | {_pct(per['NORMAL'])} | {_pct(per['PNEUMONIA'])} | {sanity} "
                          f"| {result['seconds_median'][method]:.2f} s |")
         for name, per in result["controls"].items():
