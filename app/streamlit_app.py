@@ -40,7 +40,7 @@ from app.server_config import (  # noqa: E402
 )
 from model.admission import AnalysisQueue  # noqa: E402
 from model.artifact import SHIPPED_DIR, ArtifactError, ModelMetadata  # noqa: E402
-from model.explain import CAM_METHODS, CamExplainer, EvidenceMap, color_bar, overlay_heatmap  # noqa: E402
+from model.explain import CAM_METHODS, CamExplainer, EvidenceMap, OcclusionMethod, color_bar, overlay_heatmap  # noqa: E402
 from model.faithfulness import FaithfulnessResult  # noqa: E402
 from model.ood import HEADLINE, REASON_SHORT  # noqa: E402
 from model.operating_point import DEFAULT_PREVALENCE, PREVALENCE_REASON, edge_of_range, operating_point  # noqa: E402
@@ -551,6 +551,9 @@ def map_note(evidence: EvidenceMap, settings: ExplainSettings, metadata: ModelMe
         return ("the strongest spot in this image, however weak",
                 f"Per-image contrast is on: the map is stretched to its own strongest spot, which reaches {share} "
                 f"on the fixed scale (full colour: {reference}).")
+    if evidence.little_evidence and isinstance(CAM_METHODS[settings.method], OcclusionMethod):
+        return (reference, f"No single patch carries much of the {what}: hiding the strongest one alone lowers it by "
+                           f"only {share}. The evidence is spread over the image (the check below hides many patches at once).")
     if evidence.little_evidence:
         return (reference, f"Little {what} anywhere in this image: its strongest spot reaches only {share}.")
     return (reference, f"The strongest {what} reaches {share}; anything above full colour is shown as full colour.")

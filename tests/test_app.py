@@ -424,3 +424,13 @@ def test_the_table_says_what_each_files_own_page_says(app, sample_files):
         assert ("heatmap check failed" in note) == ("The heatmap check failed" in verdict), (name, note, verdict)
         assert ("borderline call" in note) == ("Borderline" in verdict), (name, note, verdict)
         assert (note == "") == verdict.startswith("**No warning raised"), (name, note, verdict)
+
+
+def test_a_spread_occlusion_map_is_not_called_little_evidence(app):
+    """On a confident pneumonia film whose evidence is spread, occlusion's strongest single patch is faint on the
+    fixed scale: the page says no single patch carries much, not that there is little evidence anywhere."""
+    _pick_sample(app, 5)
+    assert _call(app) == "PNEUMONIA" and _probability(app) > 0.95
+    text = _markdown_text(app)
+    assert "No single patch carries much of the evidence for pneumonia" in text
+    assert "Little evidence for pneumonia anywhere" not in text
