@@ -30,7 +30,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("NORMAL", "PNEUMONIA")
-CONTROL_GAP = 0.25
 CORNER = 32
 TIMED_PER_CLASS = 5
 
@@ -46,7 +45,7 @@ def _corner_map(size: int) -> np.ndarray:
 def measure(model: str | None, paths_by_class: dict[str, list[Path]], methods: list[str], sanity_n: int) -> dict:
     from model.artifact import load_model
     from model.explain import CamExplainer
-    from model.faithfulness import CELL, control_maps, deletion_check
+    from model.faithfulness import CELL, CONTROL_GAP, control_verdicts, deletion_check
     from model.predictor import Predictor
     from model.sanity import CASCADE, sanity
     from model.service import analyze_bytes, explain_with_check, shown_first, target_log_odds_fn
@@ -75,9 +74,8 @@ def measure(model: str | None, paths_by_class: dict[str, list[Path]], methods: l
                     seconds[method].append(time.perf_counter() - start)
                 verdicts[method][truth][check.verdict] += 1
                 if method == first:
-                    for name, heatmap in control_maps(image, evidence.heatmap(per_image=True)).items():
-                        tally = controls.setdefault(name, {c: Counter() for c in CLASSES})[truth]
-                        tally[deletion_check(score, image, heatmap).verdict] += 1
+                    for name, verdict in control_verdicts(score, image, evidence.heatmap(per_image=True)).items():
+                        controls.setdefault(name, {c: Counter() for c in CLASSES})[truth][verdict] += 1
             size = image.shape[0]
             corners = deletion_check(score, image, _corner_map(size), fraction=4 * (CORNER // CELL) ** 2 / (size // CELL) ** 2)
             corner_beyond[truth].append(corners.beyond_random)

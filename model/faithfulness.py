@@ -187,6 +187,9 @@ INFILLS = {"road": noisy_linear_imputation, "blur": blurred_infill, "mean": mean
 DEFAULT_INFILL = "road"
 
 
+CONTROL_GAP = 0.25  # a map shown first must beat every control's share of "supports" by this much on each class
+
+
 def control_maps(image: np.ndarray, shown: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """Maps that explain nothing about the model, to run through the same check as a real one: a check they pass
     often proves little when the real map passes it. ``image`` (S, S, 3) in [0, 1]; ``shown`` the real map (S, S)."""
@@ -200,6 +203,11 @@ def control_maps(image: np.ndarray, shown: np.ndarray, seed: int = 0) -> dict[st
             "lung fields": (lungs / lungs.max()).astype(np.float32),
             "inverse of the map": 1.0 - shown / max(float(shown.max()), 1e-6),
             "random noise": np.random.default_rng(seed).random((size, size)).astype(np.float32)}
+
+
+def control_verdicts(score_fn, image: np.ndarray, shown: np.ndarray) -> dict[str, str]:
+    """Each control map's verdict through the same check as ``shown`` (the real map) on ``image``."""
+    return {name: deletion_check(score_fn, image, heatmap).verdict for name, heatmap in control_maps(image, shown).items()}
 
 
 def deletion_check(score_fn, image: np.ndarray, heatmap: np.ndarray, fraction: float = 0.15,

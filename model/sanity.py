@@ -46,14 +46,14 @@ def cascade_groups(model, network: NetworkLayout) -> list[list[str]]:
     return groups
 
 
-def randomised_copies(model, network: NetworkLayout, seed: int = 0):
-    """One copy of ``model`` per step of :data:`CASCADE`, each with one more group re-initialised; ``model`` is
-    not changed."""
+def randomised_copies(model, network: NetworkLayout, seed: int = 0, steps: int = len(CASCADE)):
+    """One copy of ``model`` per step of :data:`CASCADE` (the first ``steps``), each with one more group
+    re-initialised; ``model`` is not changed."""
     import keras
 
     rng = np.random.default_rng(seed)
     copies, redrawn = [], []
-    for group in cascade_groups(model, network):
+    for group in cascade_groups(model, network)[:steps]:
         redrawn += group
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
@@ -96,7 +96,7 @@ def sanity(model, network, images: np.ndarray, targets: list[str], methods, step
 
     reference = maps(CamExplainer(keras_forward(model, network)))
     result = {m: {} for m in methods}
-    for step, copy in zip(CASCADE[:steps], randomised_copies(model, network, seed)[:steps]):
+    for step, copy in zip(CASCADE, randomised_copies(model, network, seed, steps)):
         randomised = maps(CamExplainer(keras_forward(copy, network)))
         for m in methods:
             result[m][step] = float(np.mean([rank_correlation(a, b) for a, b in zip(reference[m], randomised[m])]))

@@ -18,9 +18,10 @@ import numpy as np
 
 from model.artifact import CLASS_NAMES, SANITY_CEILING, ExplanationChoice
 from model.explain import CAM_METHODS, CamExplainer
-from model.faithfulness import VERDICTS, control_maps, deletion_check
-from model.predictor import Predictor, target_sign
+from model.faithfulness import VERDICTS, control_verdicts, deletion_check
+from model.predictor import Predictor, label_for
 from model.sanity import CASCADE, sanity
+from model.service import target_log_odds_fn
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,6 @@ SANITY_IMAGES_PER_CLASS = 20
 SUPPORTS_FLOOR = 0.90  # share of each class whose map "supports" the call
 MAX_EXTRA_PASSES = 85  # a visitor's wait of 1 s for map and check on two cores (8 ms a pass, 0.3 s for the check)
 TIE = 0.03
-CONTROL_GAP = 0.25  # the chosen map must beat every control's "supports" share by this much on each class
 RULE = ("Qualifies: supports the call on >= 90 % of each class of the validation draw, rank correlation <= 0.5 after "
         "the head and the top block are re-initialised, at most 85 extra passes. Shown first: the qualifying method "
         "with the highest lower-class supports share, ties within 3 points to fewer passes; if none qualifies, the "
@@ -56,9 +56,8 @@ def _verdicts(predictor: Predictor, images: np.ndarray, methods) -> tuple[dict, 
     for image, truth in images:
         prediction = predictor.predict(image[None])
         call = prediction.image(0)
-        label = CLASS_NAMES[int(prediction.probabilities[0] >= threshold)]
-        sign = target_sign(label)
-        score = lambda batch, s=sign: s * predictor.predict(batch).log_odds  # noqa: E731
+        label = label_for(float(prediction.probabilities[0]), threshold)
+        score = target_log_odds_fn(predictor, label)
         shown, memo = {}, {}
         for method in methods:
             heatmap = explainer.evidence(image, method, label, call, memo=memo).heatmap(per_image=True)
@@ -72,10 +71,8 @@ def _verdicts(predictor: Predictor, images: np.ndarray, methods) -> tuple[dict, 
 def _controls(predictor: Predictor, images, calls: list[str], maps: list[dict], method: str) -> dict:
     counts = {}
     for (image, truth), label, shown in zip(images, calls, maps):
-        sign = target_sign(label)
-        score = lambda batch, s=sign: s * predictor.predict(batch).log_odds  # noqa: E731
-        for name, heatmap in control_maps(image, shown[method]).items():
-            counts.setdefault(name, {c: Counter() for c in CLASS_NAMES})[truth][deletion_check(score, image, heatmap).verdict] += 1
+        for name, verdict in control_verdicts(target_log_odds_fn(predictor, label), image, shown[method]).items():
+            counts.setdefault(name, {c: Counter() for c in CLASS_NAMES})[truth][verdict] += 1
     return counts
 
 
