@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import threading
+import time
 
 MB = 2**20
 
@@ -165,53 +167,124 @@ def upload_bytes(file) -> bytes:
     return data
 
 
-_refused: dict[str, int] = {}  # session id -> files the upload manager refused since the script last asked
+_refused: dict[str, int] = {}  # session id -> files refused by its batch limit since the script last asked
+_refused_for_server: dict[str, int] = {}  # session id -> files refused because the server held too much for everyone
 
 
-def limit_session_uploads(max_files: int, max_mb: float) -> None:
+def limit_session_uploads(max_files: int, max_mb: float, server_mb: float | None = None) -> None:
     """Make Streamlit's upload manager refuse (HTTP 413) a file that takes its session over ``max_files`` files or
-    ``max_mb`` MB held at once; the file's bytes are dropped at once instead of being held until the script runs.
-    Idempotent (the app calls it on every run); does nothing outside a running server."""
+    ``max_mb`` MB held at once, or the whole server over ``server_mb`` MB of uploads held for all sessions; the
+    file's bytes are dropped at once instead of being held until the script runs. Idempotent (the app calls it on
+    every run); does nothing outside a running server."""
     from streamlit.runtime import exists, get_instance
 
     if exists():
-        install_upload_budget(get_instance().uploaded_file_mgr, max_files, max_mb)
+        install_upload_budget(get_instance().uploaded_file_mgr, max_files, max_mb, server_mb)
 
 
-def install_upload_budget(manager, max_files: int, max_mb: float) -> None:
+def install_upload_budget(manager, max_files: int, max_mb: float, server_mb: float | None = None) -> None:
     """``limit_session_uploads`` on a given (memory) upload manager."""
     from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
 
-    if not isinstance(manager, MemoryUploadedFileManager) or getattr(manager, "_session_budget", None) == (
-            max_files, max_mb):
+    budget = (max_files, max_mb, server_mb)
+    if not isinstance(manager, MemoryUploadedFileManager) or getattr(manager, "_session_budget", None) == budget:
         return  # AppTest's stand-in manager holds nothing
     add_file = MemoryUploadedFileManager.add_file.__get__(manager)
-    max_bytes = int(max_mb * MB)
+    max_bytes, server_bytes = int(max_mb * MB), None if server_mb is None else int(server_mb * MB)
 
     def add_within_budget(session_id: str, file) -> None:
         from starlette.exceptions import HTTPException
 
         with manager._lock:
-            held = {k: v for k, v in manager.file_storage.get(session_id, {}).items() if k != file.file_id}
-            over = len(held) + 1 > max_files or sum(len(f.data) for f in held.values()) + len(file.data) > max_bytes
-            if over:
-                _refused[session_id] = _refused.get(session_id, 0) + 1
+            others = [(sid, k, len(f.data)) for sid, files in manager.file_storage.items() for k, f in files.items()
+                      if (sid, k) != (session_id, file.file_id)]  # the same file sent again replaces itself
+            mine = [size for sid, _, size in others if sid == session_id]
+            over = len(mine) + 1 > max_files or sum(mine) + len(file.data) > max_bytes
+            crowded = not over and server_bytes is not None and sum(n for *_, n in others) + len(file.data) > server_bytes
+            if over or crowded:
+                counter = _refused if over else _refused_for_server
+                counter[session_id] = counter.get(session_id, 0) + 1
         if over:
             raise HTTPException(status_code=413, detail=f"Over this app's batch limit ({max_files} files, "
                                                         f"{max_mb:g} MB at once)")
+        if crowded:
+            raise HTTPException(status_code=413, detail=f"The server holds {server_mb:g} MB of uploads at most, "
+                                                        "for all visitors together")
         add_file(session_id=session_id, file=file)
 
     manager.add_file = add_within_budget
-    manager._session_budget = (max_files, max_mb)
+    manager._session_budget = budget
 
 
-def refused_uploads() -> int:
-    """How many files the upload manager refused for the current session since the last call (then resets)."""
+def refused_uploads() -> tuple[int, int]:
+    """How many files the upload manager refused for the current session since the last call (then resets): (over
+    the session's batch limit, over the server's budget for all visitors)."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
-    count = 0 if ctx is None else _refused.pop(ctx.session_id, 0)
-    if count:  # a refused request's bytes stay in a reference cycle (its exception's frames) until a collection
+    if ctx is None:
+        return 0, 0
+    counts = _refused.pop(ctx.session_id, 0), _refused_for_server.pop(ctx.session_id, 0)
+    if any(counts):  # a refused request's bytes stay in a reference cycle (its exception's frames) until a collection
         gc.collect()
         release_freed_memory()
-    return count
+    return counts
+
+
+EXPIRED_SESSION_SWEEP_S = 10.0
+
+
+def shut_down_expired_sessions(sweep_s: float = EXPIRED_SESSION_SWEEP_S) -> None:
+    """Give a closed tab's memory back once its session can no longer be resumed.
+
+    A closed tab's session is kept for ``server.disconnectedSessionTTL`` (120 s) so that a reconnecting tab finds it.
+    Streamlit 1.67 then drops it from its session store without shutting it down, so its uploads stayed in the
+    upload manager for the life of the server (a closed tab's 3 × 30 MB batch was still held minutes later). Here a
+    session the store drops, expired or evicted, is shut down as closing it would be (uploads and media released),
+    and the store is swept every ``sweep_s`` seconds on the server's event loop, the only thread that touches it.
+    Idempotent; does nothing outside a running server (AppTest) or where the store is not Streamlit's in-memory one.
+    """
+    from streamlit.runtime import exists, get_instance
+
+    if not exists():
+        return
+    runtime = get_instance()
+    cache = getattr(getattr(getattr(runtime, "_session_mgr", None), "_session_storage", None), "_cache", None)
+    if cache is None or not hasattr(cache, "expire") or getattr(cache, "_shuts_down_dropped", False):
+        return
+    expire, evict = cache.expire, cache._evict_lru
+
+    def shut_down(info) -> None:
+        info.session.shutdown()
+        # the server's message loop may still hold the last session it served until another one sends: its state
+        # (the uploader's files among it) is dropped now, not then
+        info.session.session_state.clear()
+        _refused.pop(info.session.id, None)
+        _refused_for_server.pop(info.session.id, None)
+
+    def expire_and_shut_down(at_time=None):
+        removed = expire(at_time)
+        for _, info in removed:
+            shut_down(info)
+        if removed:
+            gc.collect()
+            release_freed_memory()
+        return removed
+
+    def evict_and_shut_down(reason):
+        info = evict(reason)
+        shut_down(info)
+        return info
+
+    cache.expire, cache._evict_lru, cache._shuts_down_dropped = expire_and_shut_down, evict_and_shut_down, True
+    loop = runtime._get_async_objs().eventloop
+
+    def sweep() -> None:
+        while not loop.is_closed():
+            time.sleep(sweep_s)
+            try:
+                loop.call_soon_threadsafe(cache.expire)
+            except RuntimeError:  # the loop closed while this slept
+                return
+
+    threading.Thread(target=sweep, name="expired-session-sweep", daemon=True).start()

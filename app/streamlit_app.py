@@ -36,6 +36,7 @@ from app.server_config import (  # noqa: E402
     release_uploads,
     return_large_buffers,
     share_uploads_between_runs,
+    shut_down_expired_sessions,
     upload_bytes,
 )
 from model.admission import AnalysisQueue  # noqa: E402
@@ -78,11 +79,15 @@ WHICH_CLASS = {"call": "the call", "other": "the other class"}  # the map's clas
 MAX_FILES = 50  # one batch; more would make every interaction slow for everyone on a small server
 CHOSEN = ":material/check:"  # marks the chosen sample and the active preset (with the button's colour); never an emoji
 MAX_BATCH_MB = 100  # held by the server while the batch is shown: 100 MB of the hosted tier's 690 (issue 21)
+# all visitors' uploads held at once: the tier's 690 MB less a server with the model loaded and explaining (~280 MB)
+# and one analysis (~100 MB typical); without it four tabs with full batches took the server past 690 MB
+SERVER_UPLOADS_MB = 300
 
 keep_uploads_in_memory(st.get_option("server.maxUploadSize"))
 limit_malloc_arenas()
 return_large_buffers()
-limit_session_uploads(MAX_FILES, MAX_BATCH_MB)
+limit_session_uploads(MAX_FILES, MAX_BATCH_MB, SERVER_UPLOADS_MB)
+shut_down_expired_sessions()
 share_uploads_between_runs()
 
 
@@ -108,7 +113,7 @@ class ExplainSettings:
 
 @st.cache_resource(show_spinner="Loading the model…")
 def load_model() -> tuple[Predictor, CamExplainer]:
-    predictor = Predictor.load()
+    predictor = Predictor.load(lanes=2)  # every image shown is explained: the map's passes run side by side
     log.info("model loaded: %s", predictor.metadata.model_name)
     return predictor, CamExplainer.for_predictor(predictor)
 
@@ -228,6 +233,7 @@ def input_ui() -> list[Upload]:
         return _within_limits(files)
     st.session_state.pop("digests", None)
     st.session_state.pop("refused", None)
+    st.session_state.pop("crowded", None)
     return sample_ui()
 
 
@@ -271,12 +277,18 @@ def flagged_samples() -> set[str]:
 def _within_limits(files) -> list[Upload]:
     """The files of this batch to analyse. The server already refused (HTTP 413, marked failed in the browser) any
     file over the batch limit before the script runs; this says so, and drops anything still over it."""
-    refused = st.session_state["refused"] = st.session_state.get("refused", 0) + refused_uploads()
+    over_batch, over_server = refused_uploads()
+    refused = st.session_state["refused"] = st.session_state.get("refused", 0) + over_batch
+    crowded = st.session_state["crowded"] = st.session_state.get("crowded", 0) + over_server
     held = [f for f in files if hasattr(f, "size")]  # a file released from the server comes back without its bytes
     if refused:
         st.error(f"{refused} file{'s' if refused > 1 else ''} (marked in red above) {'were' if refused > 1 else 'was'} "
                  f"not accepted: one batch is at most {MAX_FILES} files and {MAX_BATCH_MB} MB. Remove some files to "
                  "add others.")
+    if crowded:
+        st.error(f"{crowded} file{'s' if crowded > 1 else ''} (marked in red above) {'were' if crowded > 1 else 'was'} "
+                 f"not accepted: the server is holding other visitors' files ({SERVER_UPLOADS_MB} MB at most for "
+                 "everyone). Remove the failed files and add them again in a few minutes, or send fewer at once.")
     uploads, total = [], 0
     for number, file in enumerate(held, start=1):
         total += file.size
@@ -316,9 +328,10 @@ def choose_ui(uploads: list[Upload], metadata: ModelMetadata) -> Upload:
     st.toggle(f"Show a table of all {len(uploads)} files", key="show_table")
     if st.session_state.show_table:
         batch_ui(uploads, current_threshold(metadata), metadata)
-    by_key = {u.key: u for u in uploads}
-    key = st.selectbox("Shown below", list(by_key), key="closer", format_func=lambda k: f"{by_key[k].number}. {by_key[k].name}")
-    return by_key[key]
+    # the widget keeps its format function for the session: it sees the names, never an upload's bytes
+    labels = {u.key: f"{u.number}. {u.name}" for u in uploads}
+    key = st.selectbox("Shown below", list(labels), key="closer", format_func=labels.__getitem__)
+    return next(u for u in uploads if u.key == key)
 
 
 def batch_ui(uploads: list[Upload], threshold: float, metadata: ModelMetadata) -> None:
@@ -627,10 +640,11 @@ def report_bytes(key: tuple, _content: ReportContent, fmt: str) -> bytes:
 
 
 @st.fragment
-def report_ui(upload: Upload, content: ReportContent, key: tuple) -> None:
+def report_ui(name: str, tag: str, content: ReportContent, key: tuple) -> None:
     # Rendered only when asked for: rendering both formats took about 2 s, and it ran on every threshold or opacity
     # change. "Prepare" reruns this fragment alone, which renders that format once for these settings (``key``) and
-    # shows its download button until a setting changes.
+    # shows its download button until a setting changes. The fragment's arguments are kept for its reruns: the file's
+    # name and a tag for its widgets, never the upload (its bytes would outlive the upload).
     # Bytes, not a deferred callable: a deferred download's id is replaced on every rerun, so a click that races a
     # threshold change found "Deferred file not found"; a stored file outlives the rerun that replaced it.
     ready = st.session_state.get("reports_ready", {})  # format -> the settings it was prepared for
@@ -639,10 +653,10 @@ def report_ui(upload: Upload, content: ReportContent, key: tuple) -> None:
     for column, fmt, mime in ((columns[0], "png", "image/png"), (columns[1], "pdf", "application/pdf")):
         if ready.get(fmt) == wanted:
             column.download_button(f"Download report ({fmt.upper()})", data=report_bytes(key, content, fmt),
-                                   file_name=safe_download_name(upload.name, f"_report.{fmt}"), mime=mime,
-                                   on_click="ignore", key=f"{fmt}_{upload.number}_{upload.digest[:12]}")
+                                   file_name=safe_download_name(name, f"_report.{fmt}"), mime=mime,
+                                   on_click="ignore", key=f"{fmt}_{tag}")
         else:
-            column.button(f"Prepare report ({fmt.upper()})", key=f"prepare_{fmt}_{upload.number}_{upload.digest[:12]}",
+            column.button(f"Prepare report ({fmt.upper()})", key=f"prepare_{fmt}_{tag}",
                           width="stretch", on_click=lambda f=fmt: st.session_state.update(reports_ready={**ready, f: wanted}))
 
 
@@ -717,8 +731,9 @@ def single_image_ui(upload: Upload, metadata: ModelMetadata) -> None:
                             operating_point(metadata, threshold, prevalence), metadata, gate, unreliable,
                             tuple(prediction.cautions(threshold)), check, settings.target, note, trust.text,
                             (settings.method, settings.target) == (shown_first(metadata), label))
-    report_ui(upload, content, (upload.number, upload.name, upload.digest, threshold, prevalence, settings, unreliable,
-                                trust, int(time.time() // 60)))
+    report_ui(upload.name, f"{upload.number}_{upload.digest[:12]}", content,
+              (upload.number, upload.name, upload.digest, threshold, prevalence, settings, unreliable, trust,
+               int(time.time() // 60)))
 
 
 def analyse_tab(metadata: ModelMetadata) -> None:

@@ -35,8 +35,9 @@ SAMPLE = sorted((ROOT / "app" / "samples").glob("*.jpeg"))[0]
 # Targets for a 2-core CPU (issue: performance).
 # The serving budget of the model v2 issue (predict, predict + Grad-CAM, what the app loads) and the memory of a small
 # hosted container.
-TARGETS = {"predict_one_ms": 20, "predict_plus_gradcam_ms": 40, "shown_first_map_and_check_ms": 1000, "cold_start_s": 10,
-           "peak_rss_mb": 690, "app_peak_rss_mb": 690, "litert_file_mb": 25}
+TARGETS = {"predict_one_ms": 20, "predict_one_app_ms": 20, "predict_plus_gradcam_ms": 40,
+           "shown_first_map_and_check_ms": 1000, "cold_start_s": 10, "peak_rss_mb": 690, "app_peak_rss_mb": 690,
+           "litert_file_mb": 25}
 
 
 def median_ms(fn, repeats: int, warmup: int = 2) -> float:
@@ -103,7 +104,7 @@ def bench_prediction(predictor, keras_model, repeats):
     }
 
 
-def bench_explanations(predictor, keras_model, repeats):
+def bench_explanations(predictor, keras_model, repeats, model_path):
     import keras
     from tf_keras_vis.gradcam import Gradcam
 
@@ -130,18 +131,31 @@ def bench_explanations(predictor, keras_model, repeats):
 
     both = median_ms(predict_then_explain, repeats)
     rows["predict_plus_gradcam_ms"] = {"value": both, "baseline": None}
-    rows["shown_first_map_and_check_ms"] = {"value": median_ms(lambda: visitor_wait(predictor, explainer), max(3, repeats // 5)),
-                                            "baseline": None}
+    from model.predictor import Predictor
+
+    app = Predictor.load(model_path, lanes=2)  # as the app loads it
+    rows["predict_one_app_ms"] = {"value": median_ms(lambda: app.predict(image[None]).probabilities, repeats),
+                                  "baseline": None}
+    rows["shown_first_map_and_check_ms"] = {"value": visitor_wait_ms(app, CamExplainer.for_predictor(app),
+                                                                     max(7, repeats // 5)), "baseline": None}
     return rows, explainer
 
 
-def visitor_wait(predictor, explainer):
-    """What a visitor waits for after the result: the map shown first (the evidence for the call) and its check."""
+def visitor_wait_ms(predictor, explainer, repeats: int) -> float:
+    """What a visitor waits for once the result is on the page: the map shown first (the evidence for the call),
+    its check and its overlay, as the app computes them for a new image (nothing of the image cached; the check's
+    fixed random removals factorised, as a server keeps them from its first image)."""
+    from model.explain import overlay_heatmap
     from model.service import analyze_bytes, explain_with_check, shown_first
 
     analysis = analyze_bytes(predictor, SAMPLE.read_bytes())
     label = analysis.prediction.label(predictor.metadata.thresholds.default_value)
-    return explain_with_check(predictor, explainer, analysis, shown_first(predictor.metadata), label)
+
+    def wait():
+        evidence, _ = explain_with_check(predictor, explainer, analysis, shown_first(predictor.metadata), label)
+        overlay_heatmap(analysis.display, evidence.heatmap(per_image=True))
+
+    return median_ms(wait, repeats)
 
 
 def bench_end_to_end(predictor, explainer, repeats):
@@ -309,7 +323,7 @@ def main(argv=None) -> int:
     results = {}
     results.update(bench_preprocessing(predictor, args.repeats))
     results.update(bench_prediction(predictor, keras_model, args.repeats))
-    explain_rows, explainer = bench_explanations(predictor, keras_model, args.repeats)
+    explain_rows, explainer = bench_explanations(predictor, keras_model, args.repeats, args.model)
     results.update(explain_rows)
     results.update(bench_end_to_end(predictor, explainer, args.repeats))
     results.update(bench_process(args.model))

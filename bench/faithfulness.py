@@ -50,7 +50,7 @@ def measure(model: str | None, paths_by_class: dict[str, list[Path]], methods: l
     from model.sanity import CASCADE, sanity
     from model.service import analyze_bytes, explain_with_check, shown_first, target_log_odds_fn
 
-    predictor = Predictor.load(model)
+    predictor = Predictor.load(model, lanes=2)  # as the app serves it: its timings are the app's
     explainer = CamExplainer.for_predictor(predictor)
     threshold = predictor.metadata.thresholds.default_value
     first = shown_first(predictor.metadata)

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     from model.predictor import Predictor
 
     try:
-        predictor = Predictor.load(args.model)
+        predictor = Predictor.load(args.model, lanes=2 if args.check_map else 1)  # a map: many passes, side by side
     except ArtifactError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2

@@ -23,6 +23,7 @@ import numpy as np
 
 from model.artifact import CLASS_NAMES, CamScale
 from model.forward_pass import ForwardPass, run_in_batches
+from model.pixels import channels_identical
 from model.predictor import sigmoid, target_sign
 
 SCORECAM_CHANNELS = 32  # the most active channels used as Score-CAM masks
@@ -126,9 +127,10 @@ class OcclusionMethod:
         positions = self.positions(size)
         memo = x.memo if x.memo is not None else {}
         missing = [p for p in positions if p not in memo]
+        grey = channels_identical(image)
         for start in range(0, len(missing), OCCLUSION_CHUNK):
             chunk = missing[start:start + OCCLUSION_CHUNK]
-            falls = x.logit - x.target_log_odds(np.stack([_occluded(image, r, c) for r, c in chunk]))
+            falls = x.logit - x.target_log_odds(np.stack([_occluded(image, r, c, grey) for r, c in chunk]))
             memo.update(zip(chunk, falls.tolist()))
         total, count = np.zeros((size, size), np.float64), np.zeros((size, size), np.float64)
         for (r, c), fall in zip(positions, (memo[p] for p in positions)):
@@ -137,16 +139,17 @@ class OcclusionMethod:
         return np.maximum(total / np.maximum(count, 1), 0.0).astype(np.float32)
 
 
-def _occluded(image: np.ndarray, row: int, col: int) -> np.ndarray:
-    """``image`` with the patch at (row, col) replaced by a normalised Gaussian convolution of what surrounds it."""
+def _occluded(image: np.ndarray, row: int, col: int, grey: bool = False) -> np.ndarray:
+    """``image`` with the patch at (row, col) replaced by a normalised Gaussian convolution of what surrounds it;
+    ``grey``: the channels are identical, so the fill is computed on one and copied to all."""
     size, margin = image.shape[0], int(3 * OCCLUSION_FILL_SIGMA)
     r0, c0 = max(row - margin, 0), max(col - margin, 0)
     r1, c1 = min(row + OCCLUSION_PATCH + margin, size), min(col + OCCLUSION_PATCH + margin, size)
     keep = np.ones((r1 - r0, c1 - c0), np.float32)
     keep[row - r0:row - r0 + OCCLUSION_PATCH, col - c0:col - c0 + OCCLUSION_PATCH] = 0.0
-    window = image[r0:r1, c0:c1]
-    filled = (cv2.GaussianBlur(window * keep[:, :, None], (0, 0), OCCLUSION_FILL_SIGMA)
-              / np.maximum(cv2.GaussianBlur(keep, (0, 0), OCCLUSION_FILL_SIGMA), 1e-3)[:, :, None])
+    window = image[r0:r1, c0:c1, :1] if grey else image[r0:r1, c0:c1]
+    blurred = cv2.GaussianBlur(window * keep[:, :, None], (0, 0), OCCLUSION_FILL_SIGMA).reshape(window.shape)
+    filled = blurred / np.maximum(cv2.GaussianBlur(keep, (0, 0), OCCLUSION_FILL_SIGMA), 1e-3)[:, :, None]
     out = image.copy()
     out[row:row + OCCLUSION_PATCH, col:col + OCCLUSION_PATCH] = filled[row - r0:row - r0 + OCCLUSION_PATCH,
                                                                        col - c0:col - c0 + OCCLUSION_PATCH]

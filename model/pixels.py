@@ -15,6 +15,12 @@ class ImageInputError(ValueError):
     """An input that cannot be turned into a model input; ``str(err)`` is for humans."""
 
 
+def channels_identical(image: np.ndarray) -> bool:
+    """True when every channel of ``image`` (H, W, C) equals the first, as in every model input (a grey X-ray in
+    three channels): per-pixel work on it can be done once, on one channel."""
+    return all(np.array_equal(image[..., 0], image[..., k]) for k in range(1, image.shape[-1]))
+
+
 def shrink_to_side(pixels: np.ndarray, max_side: int = WORKING_MAX_SIDE) -> np.ndarray:
     """Area-downscale so the longer side is at most ``max_side`` (unchanged, not copied, if already small enough).
 

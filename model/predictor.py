@@ -87,11 +87,12 @@ class Predictor:
         self.ood = OodDetector(metadata.ood)
 
     @classmethod
-    def load(cls, model_path: str | os.PathLike | None = None) -> Predictor:
-        """The verified LiteRT export of ``model_path`` (default: the shipped model)."""
+    def load(cls, model_path: str | os.PathLike | None = None, lanes: int = 1) -> Predictor:
+        """The verified LiteRT export of ``model_path`` (default: the shipped model); ``lanes`` 2 for a process that
+        explains what it predicts (see :class:`~model.forward_pass.LiteRtForward`)."""
         model_path = model_path or SHIPPED_MODEL
         meta = read_verified_metadata(model_path)
-        return cls(LiteRtForward(verified_litert_path(model_path, meta)), meta)
+        return cls(LiteRtForward(verified_litert_path(model_path, meta), lanes=lanes), meta)
 
     def predict(self, images: np.ndarray, batch_size: int = 32) -> Predictions:
         """One pass over preprocessed images (N, S, S, 3) float32 in [0, 1]."""

@@ -242,8 +242,9 @@ def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: 
     scale = predictor.metadata.cam_scale
     evidence = explainer.evidence(analysis.model_input, method, target, analysis.computed,
                                   scale.value(method, target) if scale else None, memo=memo)
+    own = target_sign(target) * float(analysis.computed.logits[0]) / predictor.metadata.calibration.temperature
     return evidence, deletion_check(target_log_odds_fn(predictor, target), analysis.model_input,
-                                    evidence.heatmap(per_image=True))
+                                    evidence.heatmap(per_image=True), original=own)
 
 
 def trust_of(prediction: Prediction, threshold: float, method: str, check_call,

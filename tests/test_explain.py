@@ -92,6 +92,15 @@ def test_litert_export_computes_the_same_pass(lite0_model, litert_forward, xray)
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * float(np.abs(theirs).max()), err_msg=name)
 
 
+def test_a_batch_split_between_two_interpreters_keeps_order_and_numbers(litert_forward, xray):
+    batch = np.stack([xray, xray[::-1], xray[:, ::-1], np.zeros_like(xray), xray * 0.5])  # 3 + 2 side by side
+    together = litert_forward(batch)
+    alone = [litert_forward(image[None]) for image in batch]  # one image: the interpreter that uses every core
+    for name in ("logits", "features", "activations", "gradients"):
+        np.testing.assert_allclose(getattr(together, name), np.concatenate([getattr(a, name) for a in alone]),
+                                   rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("method", ONE_OF_EACH)
 def test_cam_from_the_prediction_pass_is_the_same_map(explainer, lite0_model, xray, method):
     computed = keras_forward(lite0_model, NETWORK)(xray[None])

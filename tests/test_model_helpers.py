@@ -61,6 +61,8 @@ def test_deletion_check_detects_a_faithful_heatmap():
     wrong = np.zeros_like(heatmap)
     wrong[40:56, 40:56] = 1.0
     assert not deletion_check(evidence, image, wrong, fraction=0.0625).faithful
+    # the caller's own score of the image (the prediction's) replaces a second pass of it, to the same result
+    assert deletion_check(evidence, image, heatmap, fraction=0.0625, original=1.0) == result
 
 
 def test_imputation_fills_smoothly_and_keeps_the_rest():
@@ -74,6 +76,29 @@ def test_imputation_fills_smoothly_and_keeps_the_rest():
     np.testing.assert_array_equal(filled[~hidden], image[~hidden])
     assert np.abs(filled[hidden] - image[hidden]).max() < 5 * IMPUTATION_NOISE  # a plane is its neighbours' mean
     assert filled[hidden].std() > 0.0 and 0.0 <= filled.min() and filled.max() <= 1.0
+
+
+def test_imputation_of_a_grey_image_is_solved_once_and_a_fixed_mask_is_factorised_once():
+    from model.faithfulness import _kept_imputation
+
+    rng = np.random.default_rng(5)
+    image = np.repeat(0.3 + 0.4 * rng.random((40, 40, 1), np.float32), 3, axis=2)  # grey, never clipped
+    mask = np.zeros((40, 40), np.float32)
+    mask[8:24, 16:32] = 1.0
+    _kept_imputation.cache_clear()
+    fresh = noisy_linear_imputation(image, mask, np.random.default_rng(1))
+    kept = [noisy_linear_imputation(image, mask, np.random.default_rng(1), keep_system=True) for _ in range(2)]
+    assert _kept_imputation.cache_info().hits == 1  # the second solve reused the kept factorisation
+    np.testing.assert_array_equal(kept[0], fresh)
+    np.testing.assert_array_equal(kept[1], fresh)
+    hidden = mask > 0.5
+    noise = np.random.default_rng(1).normal(0, IMPUTATION_NOISE, (int(hidden.sum()), 3))
+    solved = fresh[hidden] - noise  # one solution, copied to the three channels, each with its own noise
+    np.testing.assert_allclose(solved[:, 1:], np.repeat(solved[:, :1], 2, axis=1), atol=1e-6)
+    colour = image.copy()
+    colour[..., 2] = 1.0 - colour[..., 2]  # channels differ: each solved on its own
+    filled = noisy_linear_imputation(colour, mask, np.random.default_rng(1))
+    assert np.abs((filled[hidden] - noise)[:, 2] - (1.0 - solved[:, 0])).max() < 1e-5
 
 
 @pytest.mark.parametrize("cam_removed, random_removed, spread, verdict", [

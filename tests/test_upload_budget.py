@@ -32,3 +32,18 @@ def test_a_session_never_holds_more_than_the_batch_limit():
     assert server_config._refused.pop("a") == 2
     manager.remove_file("a", "1")
     manager.add_file("a", _file("5", 0.1))  # removing a file frees its room
+
+
+def test_all_sessions_together_never_hold_more_than_the_server_budget():
+    manager = MemoryUploadedFileManager("/upload")
+    server_config.install_upload_budget(manager, max_files=3, max_mb=10, server_mb=15)
+    manager.add_file("a", _file("1", 8))
+    manager.add_file("b", _file("1", 6))
+    with pytest.raises(HTTPException) as crowded:
+        manager.add_file("c", _file("1", 2))  # 16 MB held for everyone: refused, though c's own batch is empty
+    assert crowded.value.status_code == 413 and "all visitors" in crowded.value.detail
+    assert server_config._refused_for_server.pop("c") == 1 and "c" not in server_config._refused
+    manager.add_file("b", _file("1", 7))  # b's file sent again replaces itself: 15 MB
+    manager.remove_session_files("a")  # a visitor leaves: room for others
+    manager.add_file("c", _file("1", 2))
+    assert len(manager.get_files("c", ["1"])) == 1
