@@ -32,8 +32,13 @@ def explainer(lite0_model):
 
 
 @pytest.fixture(scope="module")
-def litert_forward(lite0_model, tmp_path_factory):
-    return LiteRtForward(export_litert(lite0_model, NETWORK, tmp_path_factory.mktemp("litert") / "m.tflite"))
+def litert_file(lite0_model, tmp_path_factory):
+    return export_litert(lite0_model, NETWORK, tmp_path_factory.mktemp("litert") / "m.tflite")
+
+
+@pytest.fixture(scope="module")
+def litert_forward(litert_file):
+    return LiteRtForward(litert_file)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +97,10 @@ def test_litert_export_computes_the_same_pass(lite0_model, litert_forward, xray)
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * float(np.abs(theirs).max()), err_msg=name)
 
 
-def test_a_batch_split_between_two_interpreters_keeps_order_and_numbers(litert_forward, xray):
+def test_a_batch_split_between_two_lanes_keeps_order_and_numbers(litert_forward, litert_file, xray):
     batch = np.stack([xray, xray[::-1], xray[:, ::-1], np.zeros_like(xray), xray * 0.5])  # 3 + 2 side by side
-    together = litert_forward(batch)
-    alone = [litert_forward(image[None]) for image in batch]  # one image: the interpreter that uses every core
+    together = LiteRtForward(litert_file, num_threads=2, lanes=2)(batch)
+    alone = [litert_forward(image[None]) for image in batch]  # one lane using every core
     for name in ("logits", "features", "activations", "gradients"):
         np.testing.assert_allclose(getattr(together, name), np.concatenate([getattr(a, name) for a in alone]),
                                    rtol=1e-5, atol=1e-5, err_msg=name)
