@@ -47,3 +47,44 @@ def test_all_sessions_together_never_hold_more_than_the_server_budget():
     manager.remove_session_files("a")  # a visitor leaves: room for others
     manager.add_file("c", _file("1", 2))
     assert len(manager.get_files("c", ["1"])) == 1
+
+
+def test_a_session_dropped_from_the_store_is_shut_down_and_a_resumed_one_is_not(monkeypatch):
+    """Streamlit keeps a closed tab's session for reconnection, then drops it without shutting it down (its uploads
+    stayed held for good): a session that expires or is evicted is shut down; one taken back by its tab is not."""
+    import types
+
+    import streamlit.runtime as st_runtime
+    from streamlit.runtime.caching.ttl_cache import TTLCache
+
+    now = [0.0]
+    cache = TTLCache(maxsize=2, ttl=120, timer=lambda: now[0])
+
+    class Session:
+        def __init__(self, name):
+            self.id, self.session_state, self.down = name, {"uploads": b"x" * 10}, False
+
+        def shutdown(self):
+            self.down = True
+
+    def info(name):
+        return types.SimpleNamespace(session=Session(name))
+
+    loop = types.SimpleNamespace(is_closed=lambda: True)  # the sweep thread ends at once
+    runtime = types.SimpleNamespace(_session_mgr=types.SimpleNamespace(_session_storage=types.SimpleNamespace(_cache=cache)),
+                                    _get_async_objs=lambda: types.SimpleNamespace(eventloop=loop))
+    monkeypatch.setattr(st_runtime, "exists", lambda: True)
+    monkeypatch.setattr(st_runtime, "get_instance", lambda: runtime)
+    server_config.shut_down_expired_sessions()
+    server_config.shut_down_expired_sessions()  # idempotent
+    closed, resumed = info("closed"), info("resumed")
+    cache["closed"], cache["resumed"] = closed, resumed
+    del cache["resumed"]  # its tab came back: Streamlit takes it out of the store to use it again
+    now[0] = 121.0
+    assert len(cache) == 0  # a read of the store reaps what expired
+    assert closed.session.down and closed.session.session_state == {}
+    assert not resumed.session.down and resumed.session.session_state
+    evicted, first, second = info("evicted"), info("a"), info("b")
+    cache["evicted"], cache["a"] = evicted, first
+    cache["b"] = second  # over the store's size: the least recently used is evicted, and shut down
+    assert evicted.session.down and not first.session.down
