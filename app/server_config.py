@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import threading
 import time
 
@@ -232,6 +233,8 @@ def refused_uploads() -> tuple[int, int]:
 
 
 EXPIRED_SESSION_SWEEP_S = 10.0
+_sweep_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def shut_down_expired_sessions(sweep_s: float = EXPIRED_SESSION_SWEEP_S) -> None:
@@ -250,15 +253,29 @@ def shut_down_expired_sessions(sweep_s: float = EXPIRED_SESSION_SWEEP_S) -> None
         return
     runtime = get_instance()
     cache = getattr(getattr(getattr(runtime, "_session_mgr", None), "_session_storage", None), "_cache", None)
-    if cache is None or not hasattr(cache, "expire") or getattr(cache, "_shuts_down_dropped", False):
-        return
+    with _sweep_lock:
+        if cache is None or not hasattr(cache, "expire") or getattr(cache, "_shuts_down_dropped", False):
+            return
+        loop = runtime._get_async_objs().eventloop
+        _shut_down_what_the_store_drops(cache, loop)
+        threading.Thread(target=_sweep, args=(cache, loop, sweep_s), name="expired-session-sweep", daemon=True).start()
+
+
+def _shut_down_what_the_store_drops(cache, loop) -> None:
+    """Wrap the store's own removals (it reaps while Streamlit saves a session, under its storage lock): each
+    dropped session is shut down, a failure logged rather than raised into Streamlit's disconnect; freed memory
+    is handed back afterwards, off the lock."""
     expire, evict = cache.expire, cache._evict_lru
 
     def shut_down(info) -> None:
-        info.session.shutdown()
-        # the server's message loop may still hold the last session it served until another one sends: its state
-        # (the uploader's files among it) is dropped now, not then
-        info.session.session_state.clear()
+        try:
+            info.session.shutdown()
+            if getattr(info.session, "_scriptrunner", None) is None:  # no script of it still unwinding
+                # the server's message loop may hold the last session it served until another one sends: its
+                # state (the uploader's files among it) is dropped now, not then
+                info.session.session_state.clear()
+        except Exception:  # noqa: BLE001 - one session's failure must not stop the others or the caller
+            log.exception("an ended session could not be shut down")
         _refused.pop(info.session.id, None)
         _refused_for_server.pop(info.session.id, None)
 
@@ -267,24 +284,28 @@ def shut_down_expired_sessions(sweep_s: float = EXPIRED_SESSION_SWEEP_S) -> None
         for _, info in removed:
             shut_down(info)
         if removed:
-            gc.collect()
-            release_freed_memory()
+            loop.call_soon(_collect_and_release)
         return removed
 
     def evict_and_shut_down(reason):
         info = evict(reason)
         shut_down(info)
+        loop.call_soon(_collect_and_release)
         return info
 
     cache.expire, cache._evict_lru, cache._shuts_down_dropped = expire_and_shut_down, evict_and_shut_down, True
-    loop = runtime._get_async_objs().eventloop
 
-    def sweep() -> None:
-        while not loop.is_closed():
-            time.sleep(sweep_s)
-            try:
-                loop.call_soon_threadsafe(cache.expire)
-            except RuntimeError:  # the loop closed while this slept
-                return
 
-    threading.Thread(target=sweep, name="expired-session-sweep", daemon=True).start()
+def _collect_and_release() -> None:
+    gc.collect()
+    release_freed_memory()
+
+
+def _sweep(cache, loop, every_s: float) -> None:
+    """Ask the event loop to reap the store every ``every_s`` seconds (it only reaps when touched)."""
+    while not loop.is_closed():
+        time.sleep(every_s)
+        try:
+            loop.call_soon_threadsafe(cache.expire)
+        except RuntimeError:  # the loop closed while this slept
+            return

@@ -80,7 +80,8 @@ MAX_FILES = 50  # one batch; more would make every interaction slow for everyone
 CHOSEN = ":material/check:"  # marks the chosen sample and the active preset (with the button's colour); never an emoji
 MAX_BATCH_MB = 100  # held by the server while the batch is shown: 100 MB of the hosted tier's 690 (issue 21)
 # all visitors' uploads held at once: the tier's 690 MB less a server with the model loaded and explaining (~280 MB)
-# and one analysis (~100 MB typical); without it four tabs with full batches took the server past 690 MB
+# and one typical analysis (~100 MB; the worst admitted one, +360 MB, would still pass 690 on top of a full budget);
+# without it four tabs with full batches took the server past 690 MB
 SERVER_UPLOADS_MB = 300
 
 keep_uploads_in_memory(st.get_option("server.maxUploadSize"))
@@ -232,8 +233,8 @@ def input_ui() -> list[Upload]:
     if files:
         return _within_limits(files)
     st.session_state.pop("digests", None)
-    st.session_state.pop("refused", None)
-    st.session_state.pop("crowded", None)
+    for key in ("refused", "crowded", "accepted_ids"):
+        st.session_state.pop(key, None)
     return sample_ui()
 
 
@@ -278,8 +279,12 @@ def _within_limits(files) -> list[Upload]:
     """The files of this batch to analyse. The server already refused (HTTP 413, marked failed in the browser) any
     file over the batch limit before the script runs; this says so, and drops anything still over it."""
     over_batch, over_server = refused_uploads()
-    refused = st.session_state["refused"] = st.session_state.get("refused", 0) + over_batch
-    crowded = st.session_state["crowded"] = st.session_state.get("crowded", 0) + over_server
+    state, ids = st.session_state, {f.file_id for f in files}
+    if not (over_batch or over_server) and ids - state.get("accepted_ids", set()):
+        state.refused = state.crowded = 0  # files added since, all accepted: the earlier refusals are history
+    state.accepted_ids = ids
+    refused = state["refused"] = state.get("refused", 0) + over_batch
+    crowded = state["crowded"] = state.get("crowded", 0) + over_server
     held = [f for f in files if hasattr(f, "size")]  # a file released from the server comes back without its bytes
     if refused:
         st.error(f"{refused} file{'s' if refused > 1 else ''} (marked in red above) {'were' if refused > 1 else 'was'} "

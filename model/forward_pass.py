@@ -152,7 +152,7 @@ class LiteRtForward:
     image at a time is as fast per image as a batch.
 
     ``lanes``: 1, one interpreter using every core: a single image (a prediction)
-    is fastest, 9 ms on two cores. 2, two interpreters of half the threads each
+    is fastest, about 10 ms on two cores. 2, two interpreters of half the threads each
     (about 22 MB more: packed weights and working memory; the model's bytes are
     read once and shared): a batch (an occlusion map's patches, the heatmap
     check's removals) is split between them and run side by side, 7.7 ms an image
@@ -164,7 +164,7 @@ class LiteRtForward:
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None, lanes: int = 1):
         if lanes not in (1, 2):
             raise ValueError(f"lanes must be 1 or 2, got {lanes}")
-        self._model = Path(path).read_bytes()  # the interpreters run on these bytes: kept alive with them
+        self._model = Path(path).read_bytes()  # read once, shared by the lanes' interpreters
         threads = num_threads or _default_threads()
         lanes = min(lanes, threads)  # one core: one lane
         self._lanes = [_Engine(self._model, threads // lanes) for _ in range(lanes)]

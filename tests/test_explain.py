@@ -156,6 +156,13 @@ def test_an_occluded_patch_is_filled_from_its_surroundings_not_from_itself():
     assert np.array_equal(filled[outside], image[outside]) and filled is not image
 
 
+@pytest.mark.parametrize("row, col", [(0, 0), (96, 64), (192, 192), (16, 176)])
+def test_a_grey_image_is_filled_on_one_channel_to_the_same_pixels(xray, row, col):
+    from model.explain import _occluded
+
+    np.testing.assert_allclose(_occluded(xray, row, col, grey=True), _occluded(xray, row, col), atol=1e-6)
+
+
 @pytest.mark.parametrize("method", ONE_OF_EACH)
 def test_litert_explainer_matches_tensorflow(explainer, litert_forward, xray, method):
     litert = CamExplainer(litert_forward).explain(xray, method)

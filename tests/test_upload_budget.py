@@ -57,34 +57,36 @@ def test_a_session_dropped_from_the_store_is_shut_down_and_a_resumed_one_is_not(
     import streamlit.runtime as st_runtime
     from streamlit.runtime.caching.ttl_cache import TTLCache
 
-    now = [0.0]
-    cache = TTLCache(maxsize=2, ttl=120, timer=lambda: now[0])
-
     class Session:
         def __init__(self, name):
             self.id, self.session_state, self.down = name, {"uploads": b"x" * 10}, False
 
         def shutdown(self):
             self.down = True
+            if self.id == "broken":
+                raise RuntimeError("a release hook failed")
 
     def info(name):
         return types.SimpleNamespace(session=Session(name))
 
-    loop = types.SimpleNamespace(is_closed=lambda: True)  # the sweep thread ends at once
-    runtime = types.SimpleNamespace(_session_mgr=types.SimpleNamespace(_session_storage=types.SimpleNamespace(_cache=cache)),
-                                    _get_async_objs=lambda: types.SimpleNamespace(eventloop=loop))
+    now = [0.0]
+    cache = TTLCache(maxsize=3, ttl=120, timer=lambda: now[0])
+    loop = types.SimpleNamespace(call_soon=lambda f: f())
+    storage = types.SimpleNamespace(_session_storage=types.SimpleNamespace(_cache=cache))
+    runtime = types.SimpleNamespace(_session_mgr=storage, _get_async_objs=lambda: types.SimpleNamespace(eventloop=loop))
     monkeypatch.setattr(st_runtime, "exists", lambda: True)
     monkeypatch.setattr(st_runtime, "get_instance", lambda: runtime)
+    monkeypatch.setattr(server_config, "_sweep", lambda *args: None)  # no thread: the test reaps the store itself
     server_config.shut_down_expired_sessions()
     server_config.shut_down_expired_sessions()  # idempotent
-    closed, resumed = info("closed"), info("resumed")
-    cache["closed"], cache["resumed"] = closed, resumed
+    broken, closed, resumed = info("broken"), info("closed"), info("resumed")
+    cache["broken"], cache["closed"], cache["resumed"] = broken, closed, resumed
     del cache["resumed"]  # its tab came back: Streamlit takes it out of the store to use it again
     now[0] = 121.0
     assert len(cache) == 0  # a read of the store reaps what expired
-    assert closed.session.down and closed.session.session_state == {}
+    assert closed.session.down and closed.session.session_state == {}  # though the one before it failed
     assert not resumed.session.down and resumed.session.session_state
-    evicted, first, second = info("evicted"), info("a"), info("b")
-    cache["evicted"], cache["a"] = evicted, first
-    cache["b"] = second  # over the store's size: the least recently used is evicted, and shut down
+    evicted, first, second, third = info("evicted"), info("a"), info("b"), info("c")
+    cache["evicted"], cache["a"], cache["b"] = evicted, first, second
+    cache["c"] = third  # over the store's size: the least recently used is evicted, and shut down
     assert evicted.session.down and not first.session.down
