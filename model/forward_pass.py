@@ -149,27 +149,27 @@ class LiteRtForward:
 
     Images run one at a time: an interpreter keeps the arena of the largest batch
     it has ever seen (a batch of 10 holds ~85 MB more for good), and on a CPU one
-    image at a time is as fast per image as a batch.
+    image at a time is as fast per image as a batch. A single image (a prediction)
+    runs on an interpreter using every core: about 10 ms on two.
 
-    ``lanes``: 1, one interpreter using every core: a single image (a prediction)
-    is fastest, about 10 ms on two cores. 2, two interpreters of half the threads each
-    (about 22 MB more: packed weights and working memory; the model's bytes are
-    read once and shared): a batch (an occlusion map's patches, the heatmap
-    check's removals) is split between them and run side by side, 7.7 ms an image
-    on two cores instead of 9, because one small image does not keep two threads
-    busy; a single image runs on one of them, 14 ms. The app explains every image
-    it shows and uses two lanes; a process that predicts uses one.
+    ``lanes`` 2 adds two interpreters of half the threads each (about 22 MB each:
+    packed weights and working memory; the model's bytes are read once and
+    shared): a batch (an occlusion map's patches, the heatmap check's removals)
+    is split between them and run side by side, 7.7 ms an image on two cores
+    instead of 9, because one small image does not keep two threads busy. The app
+    explains every image it shows and uses them; a process that predicts does not.
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None, lanes: int = 1):
         if lanes not in (1, 2):
             raise ValueError(f"lanes must be 1 or 2, got {lanes}")
-        self._model = Path(path).read_bytes()  # read once, shared by the lanes' interpreters
+        self._model = Path(path).read_bytes()  # read once, shared by the interpreters
         threads = num_threads or _default_threads()
-        lanes = min(lanes, threads)  # one core: one lane
-        self._lanes = [_Engine(self._model, threads // lanes) for _ in range(lanes)]
-        self._helper = ThreadPoolExecutor(1, thread_name_prefix="litert-lane") if lanes > 1 else None
-        shapes = {name: detail["shape"][1:] for name, detail in self._lanes[0].run.get_output_details().items()}
+        self._whole = _Engine(self._model, threads)
+        side_by_side = lanes == 2 and threads >= 2
+        self._lanes = [_Engine(self._model, threads // 2) for _ in range(2)] if side_by_side else []
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="litert-lane") if side_by_side else None
+        shapes = {name: detail["shape"][1:] for name, detail in self._whole.run.get_output_details().items()}
         self._empty = _to_pass({name: np.zeros((0, *shape), np.float32) for name, shape in shapes.items()})
 
     def __call__(self, images: np.ndarray) -> ForwardPass:
@@ -178,8 +178,8 @@ class LiteRtForward:
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) == 0:
             return self._empty
-        if len(images) == 1 or self._helper is None:
-            return self._lanes[0](images)
+        if len(images) == 1 or not self._lanes:
+            return self._whole(images)
         half = (len(images) + 1) // 2
         tail = self._helper.submit(self._lanes[1], images[half:])
         head = self._lanes[0](images[:half])
