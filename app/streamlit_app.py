@@ -286,14 +286,14 @@ def _within_limits(files) -> list[Upload]:
     refused = state["refused"] = state.get("refused", 0) + over_batch
     crowded = state["crowded"] = state.get("crowded", 0) + over_server
     held = [f for f in files if hasattr(f, "size")]  # a file released from the server comes back without its bytes
-    if refused:
-        st.error(f"{refused} file{'s' if refused > 1 else ''} (marked in red above) {'were' if refused > 1 else 'was'} "
-                 f"not accepted: one batch is at most {MAX_FILES} files and {MAX_BATCH_MB} MB. Remove some files to "
-                 "add others.")
-    if crowded:
-        st.error(f"{crowded} file{'s' if crowded > 1 else ''} (marked in red above) {'were' if crowded > 1 else 'was'} "
-                 f"not accepted: the server is holding other visitors' files ({SERVER_UPLOADS_MB} MB at most for "
-                 "everyone). Remove the failed files and add them again in a few minutes, or send fewer at once.")
+    for count, why in ((refused, f"one batch is at most {MAX_FILES} files and {MAX_BATCH_MB} MB. Remove some files to "
+                                 "add others."),
+                       (crowded, f"the server is holding other visitors' files ({SERVER_UPLOADS_MB} MB at most for "
+                                 "everyone). Remove the failed files and add them again in a few minutes, or send fewer "
+                                 "at once.")):
+        if count:
+            st.error(f"{count} file{'s' if count > 1 else ''} (marked in red above) {'were' if count > 1 else 'was'} "
+                     f"not accepted: {why}")
     uploads, total = [], 0
     for number, file in enumerate(held, start=1):
         total += file.size

@@ -28,7 +28,7 @@ from model.faithfulness import FaithfulnessResult, deletion_check
 from model.forward_pass import ForwardPass
 from model.ood import NEAR_LIMIT_WORDS, OodVerdict, image_stats
 from model.pixels import shrink_to_side
-from model.predictor import Predictor, label_for, logit, target_sign
+from model.predictor import Predictions, Predictor, label_for, logit, target_sign
 from model.preprocessing import prepare
 
 DISPLAY_MAX_SIDE = 768
@@ -242,7 +242,7 @@ def explain_with_check(predictor: Predictor, explainer: CamExplainer, analysis: 
     scale = predictor.metadata.cam_scale
     evidence = explainer.evidence(analysis.model_input, method, target, analysis.computed,
                                   scale.value(method, target) if scale else None, memo=memo)
-    own = target_sign(target) * float(analysis.computed.logits[0]) / predictor.metadata.calibration.temperature
+    own = target_sign(target) * float(Predictions(analysis.computed, predictor.metadata.calibration.temperature).log_odds[0])
     return evidence, deletion_check(target_log_odds_fn(predictor, target), analysis.model_input,
                                     evidence.heatmap(per_image=True), original=own)
 

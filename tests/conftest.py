@@ -110,3 +110,22 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
                          stage1_epochs=1, stage2_epochs=1, unfreeze_blocks="all", val_fraction=0.25, seed=3,
                          mixup_alpha=0.2)
     return train(config)
+
+
+@pytest.fixture
+def started_processes(monkeypatch) -> list:
+    """Every way to start a program made to fail loudly for the test; the list records each attempt (it must stay
+    empty: Pillow's EPS plugin runs Ghostscript, ``ctypes.util.find_library`` runs ``ldconfig``)."""
+    import subprocess
+
+    started = []
+
+    def refuse(*args, **kwargs):
+        started.append(args[:1])
+        raise AssertionError("tried to start a process")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)
+    return started

@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
 
 import pytest
 
 
-def _forbid_child_processes(monkeypatch) -> list:
-    started = []
-
-    def refuse(*args, **kwargs):
-        started.append(args[:1])
-        raise AssertionError("tried to start a process")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
-        if hasattr(os, name):
-            monkeypatch.setattr(os, name, refuse)
-    return started
-
-
-def test_server_config_finds_libc_without_a_child_process(monkeypatch):
+def test_server_config_finds_libc_without_a_child_process(monkeypatch, started_processes):
     """Item 11: ctypes.util.find_library("c") ran ``ldconfig -p``; the C library is opened by soname instead."""
     from app import server_config
 
-    started = _forbid_child_processes(monkeypatch)
+    started = started_processes
     reloaded = importlib.reload(server_config)
     assert started == []
     if os.path.exists("/proc/self/maps") and "libc.so.6" in open("/proc/self/maps").read():
